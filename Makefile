@@ -1,0 +1,34 @@
+# `make test` is the project's one test command; CI (.ci/run) calls it on a clean clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# System packages the napari GUI tests need: an X server (xvfb) and OpenGL/Qt libraries.
+GUI_PACKAGES := xvfb libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
+	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libdbus-1-3
+PYTEST_ARGS ?=
+
+.PHONY: test venv gui-deps clean
+
+test: venv gui-deps
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes. Editable, with the test tools and a Qt binding.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev,all]"
+	touch $@
+
+gui-deps:
+	@missing=""; for p in $(GUI_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages for the GUI tests:$$missing"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,20 @@
+"""Shared pytest configuration: slow and GPU tests are skipped unless asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+    parser.addoption("--run-gpu", action="store_true", help="also run tests marked gpu (needs CUDA)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_gpu = pytest.mark.skip(reason="gpu: run with --run-gpu on a CUDA machine")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not config.getoption("--run-gpu"):
+            item.add_marker(skip_gpu)
