@@ -1,0 +1,320 @@
+"""The propagation engine: one session per image stack.
+
+    session = PropagationSession(model, frames)          # frames: (T,H,W) or (T,H,W,C) array-like
+    session.add_keyframe(0, labels0)                    # or add_keyframes_from_stack(labels)
+    for t, labels, confidence in session.propagate("both"):
+        out[t] = labels                                 # (H, W), original ids; stop at any frame
+
+Each non-keyframe is propagated from its nearest keyframe (in the allowed direction); keyframes
+are yielded unchanged and never overwritten. Only one frame, the previous soft masks and the
+keyframe's reference features are held in memory at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .frames import FrameStack
+from .inference import OFFICIAL_SCALES, BatchedPropagator, OfficialPropagator, resize_bilinear
+from .labels import ObjectIds, validate_label_frame
+from .network import RGMP
+
+DIRECTIONS = ("forward", "backward", "both")
+MODES = ("default", "official")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FrameResult = tuple[int, np.ndarray, dict[int, float]]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu; a named device is checked to exist."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use 'auto' or 'cpu'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here: use 'auto' or 'cpu'")
+    return resolved
+
+
+def _autocast_dtype(precision: str, device: torch.device, mode: str) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda" or mode == "official":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"{precision} autocast is only used on CUDA; on {device.type} use precision='fp32'")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """The frames propagated from one keyframe, in processing order: ``backward`` goes
+    keyframe-1, keyframe-2, ...; ``forward`` goes keyframe+1, keyframe+2, ..."""
+
+    keyframe: int
+    backward: tuple[int, ...]
+    forward: tuple[int, ...]
+
+
+def plan_stretches(keyframes: list[int], num_frames: int, direction: str) -> list[Stretch]:
+    """Assign every frame reachable in ``direction`` to its nearest keyframe (ties go to the
+    earlier keyframe, i.e. forward propagation)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    keys = sorted(keyframes)
+    stretches = []
+    for i, key in enumerate(keys):
+        previous_key = keys[i - 1] if i > 0 else None
+        next_key = keys[i + 1] if i + 1 < len(keys) else None
+        forward_end = num_frames if next_key is None else next_key  # exclusive
+        backward_end = -1 if previous_key is None else previous_key  # exclusive
+        if direction == "both":
+            if next_key is not None:  # frames up to the midpoint (inclusive on ties)
+                forward_end = key + (next_key - key) // 2 + 1
+            if previous_key is not None:
+                backward_end = previous_key + (key - previous_key) // 2
+        forward = tuple(range(key + 1, forward_end)) if direction != "backward" else ()
+        backward = tuple(range(key - 1, backward_end, -1)) if direction != "forward" else ()
+        stretches.append(Stretch(key, backward, forward))
+    return stretches
+
+
+class PropagationSession:
+    """All state of one propagation job over one image stack (as Cutie's InferenceCore).
+
+    model: an :class:`RGMP` network (moved to ``device`` and put in eval mode).
+    frames: (T, H, W) grey or (T, H, W, C) array-like, uint8 / uint16 / float, read lazily.
+    mode: "default" (objects batched, soft aggregation, ``scales``) or "official" (the authors'
+        run.py procedure; scales 0.5, 0.75, 1.0 unless given).
+    scales: working scales averaged per frame; default (1.0,), or (0.5, 0.75, 1.0) when
+        ``multiscale`` is set.
+    max_size: bound on the longer side of the network's working resolution (None = full size);
+        probabilities are resized back to full size before labels are taken.
+    device: "auto" (cuda, mps, cpu), or a device name. precision: "auto" (bf16/fp16 autocast on
+        CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
+    """
+
+    def __init__(
+        self,
+        model: RGMP,
+        frames: Any,
+        *,
+        mode: str = "default",
+        multiscale: bool = False,
+        scales: tuple[float, ...] | None = None,
+        max_size: int | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if max_size is not None and (not isinstance(max_size, (int, np.integer)) or max_size < 32):
+            raise ValueError(f"max_size must be an integer >= 32 (pixels) or None, got {max_size!r}")
+        self.frames = FrameStack(frames)
+        self.device = resolve_device(device)
+        self.mode = mode
+        self.model = model.to(self.device).eval()
+        if scales is None:
+            scales = OFFICIAL_SCALES if (mode == "official" or multiscale) else (1.0,)
+        dtype = _autocast_dtype(precision, self.device, mode)
+        propagator = OfficialPropagator if mode == "official" else BatchedPropagator
+        self._propagator = propagator(self.model, scales, dtype)
+        self.scales = self._propagator.scales
+        full = (self.frames.height, self.frames.width)
+        factor = 1.0 if max_size is None else min(1.0, max_size / max(full))
+        self.working_size = (max(1, round(full[0] * factor)), max(1, round(full[1] * factor)))
+        self._keyframes: dict[int, np.ndarray] = {}
+        self.last_probabilities: np.ndarray | None = None
+
+    # ----------------------------------------------------------------------------- keyframes
+    def add_keyframe(self, frame_index: int, labels: Any) -> None:
+        """Annotate frame ``frame_index`` with (H, W) integer labels (a copy is kept)."""
+        index = self._frame_index(frame_index)
+        array = validate_label_frame(labels, (self.frames.height, self.frames.width), index)
+        if not array.any():
+            raise ValueError(
+                f"labels of frame {index} are empty (all 0): paint at least one object on it"
+            )
+        self._keyframes[index] = np.array(array, copy=True)
+
+    def add_keyframes_from_stack(self, label_stack: Any) -> list[int]:
+        """Every frame of a (T, H, W) label stack that holds labels becomes a keyframe.
+        Frames are read one at a time. Returns the keyframe indices."""
+        shape = tuple(getattr(label_stack, "shape", np.shape(label_stack)))
+        if len(shape) != 3 or shape[0] != self.frames.num_frames:
+            raise ValueError(
+                f"the label stack has shape {shape} but the frames are "
+                f"{(self.frames.num_frames, self.frames.height, self.frames.width)}: give one "
+                f"(H, W) label image per frame, or use add_keyframe for single frames"
+            )
+        added = []
+        for t in range(shape[0]):
+            frame = validate_label_frame(label_stack[t], (self.frames.height, self.frames.width), t)
+            if frame.any():
+                self._keyframes[t] = np.array(frame, copy=True)
+                added.append(t)
+        if not added:
+            raise ValueError("the label stack has no labels on any frame: paint at least one object")
+        return added
+
+    def remove_keyframe(self, frame_index: int) -> None:
+        self._keyframes.pop(self._frame_index(frame_index), None)
+
+    @property
+    def keyframes(self) -> tuple[int, ...]:
+        return tuple(sorted(self._keyframes))
+
+    @property
+    def object_ids(self) -> np.ndarray:
+        """Sorted ids of all objects on all keyframes; channel k of ``last_probabilities`` is
+        object_ids[k - 1] (channel 0 is the background)."""
+        return self._objects().ids
+
+    def _objects(self) -> ObjectIds:
+        if not self._keyframes:
+            raise ValueError("no keyframe: add labels on at least one frame (add_keyframe)")
+        return ObjectIds.from_frames(self._keyframes.values())
+
+    def _frame_index(self, frame_index: int) -> int:
+        index = int(frame_index)
+        if not 0 <= index < self.frames.num_frames:
+            raise ValueError(f"frame {index} is outside the stack (0..{self.frames.num_frames - 1})")
+        return index
+
+    # ----------------------------------------------------------------------------- propagation
+    def plan(self, direction: str = "forward") -> list[Stretch]:
+        """Which frames each keyframe will be propagated to, in order."""
+        return plan_stretches(list(self._keyframes), self.frames.num_frames, direction)
+
+    def propagate(
+        self,
+        direction: str = "forward",
+        *,
+        include_keyframes: bool = True,
+        keep_probabilities: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[FrameResult]:
+        """Yield ``(frame_index, labels (H, W) with the original ids, {id: confidence})`` for
+        every keyframe (unchanged) and every frame reachable in ``direction`` ("forward",
+        "backward" or "both"), one at a time; the caller may stop at any point.
+
+        Confidence of an object = mean probability over the pixels labelled as it (0 when it is
+        lost). With ``keep_probabilities``, ``last_probabilities`` holds the yielded frame's
+        (K+1, H, W) float32 probabilities (channel 0 background, then ``object_ids``).
+        ``on_progress(done, total)`` is called after every yielded frame.
+        """
+        objects = self._objects()
+        stretches = self.plan(direction)
+        total = sum(len(s.backward) + len(s.forward) + include_keyframes for s in stretches)
+        done = 0
+        for stretch in stretches:
+            for result in self._propagate_stretch(stretch, objects, include_keyframes, keep_probabilities):
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total)
+                yield result
+
+    @torch.inference_mode()
+    def _propagate_stretch(
+        self, stretch: Stretch, objects: ObjectIds, include_keyframe: bool, keep_probabilities: bool
+    ) -> Iterator[FrameResult]:
+        key_labels = self._keyframes[stretch.keyframe].astype(objects.dtype, copy=False)
+        channels = torch.from_numpy(objects.channels(key_labels)).to(self.device)
+        active = torch.unique(channels[channels > 0])  # channels of the objects on this keyframe
+        if include_keyframe:
+            confidence = {int(objects.ids[c - 1]): 1.0 for c in active.tolist()}
+            if keep_probabilities:
+                self.last_probabilities = _one_hot(channels, len(objects)).cpu().numpy()
+            yield stretch.keyframe, key_labels.copy(), confidence
+        if not (stretch.backward or stretch.forward):
+            return
+        masks = (channels[None] == active[:, None, None]).float()
+        reference = self._propagator.encode_reference(self._frame(stretch.keyframe), self._to_working(masks))
+        for frames in (stretch.backward, stretch.forward):
+            previous = reference.initial_previous
+            for t in frames:
+                try:
+                    probabilities, previous = self._propagator.step(reference, previous, self._frame(t))
+                except torch.cuda.OutOfMemoryError as error:
+                    raise RuntimeError(
+                        f"out of GPU memory at frame {t} ({self.working_size[1]}x"
+                        f"{self.working_size[0]} working size, {len(active)} objects): set a "
+                        f"smaller max_size, fewer scales, or run on the CPU"
+                    ) from error
+                yield self._result(t, probabilities, active, objects, keep_probabilities)
+
+    def _frame(self, t: int) -> Tensor:
+        """Frame t as (1, 3, h, w) float32 at the working size, on the device."""
+        frame = torch.from_numpy(self.frames[t]).to(self.device).permute(2, 0, 1)[None]
+        return self._to_working(frame)
+
+    def _to_working(self, x: Tensor) -> Tensor:
+        """(B, h0, w0) or (B, C, h0, w0) at full size -> the working size (antialiased)."""
+        if tuple(x.shape[-2:]) == self.working_size:
+            return x
+        if x.dim() == 3:
+            return resize_bilinear(x[None], self.working_size, antialias=True)[0]
+        return resize_bilinear(x, self.working_size, antialias=True)
+
+    def _result(
+        self, t: int, probabilities: Tensor, active: Tensor, objects: ObjectIds, keep: bool
+    ) -> FrameResult:
+        """(A+1, h, w) probabilities over background + active objects -> labels at full size."""
+        full = (self.frames.height, self.frames.width)
+        probabilities = resize_bilinear(probabilities[None].float(), full)[0]
+        winner = probabilities.argmax(dim=0)
+        confidence = {}
+        for i, channel in enumerate(active.tolist(), start=1):
+            region = winner == i
+            value = probabilities[i][region].mean().item() if bool(region.any()) else 0.0
+            confidence[int(objects.ids[channel - 1])] = value
+        session_channels = torch.cat([active.new_zeros(1), active])  # output row -> object channel
+        if keep:
+            everything = torch.zeros((len(objects) + 1, *full), device=probabilities.device)
+            everything[session_channels] = probabilities
+            self.last_probabilities = everything.cpu().numpy()
+        return t, objects.to_ids(session_channels[winner].cpu().numpy()), confidence
+
+
+def _one_hot(channels: Tensor, num_objects: int) -> Tensor:
+    """(H, W) channel indices -> (K+1, H, W) float32 one-hot."""
+    return (channels[None] == torch.arange(num_objects + 1, device=channels.device)[:, None, None]).float()
+
+
+def propagate(
+    model: RGMP,
+    frames: Any,
+    labels: Any,
+    *,
+    reference_frame: int | None = None,
+    direction: str = "forward",
+    **session_options: Any,
+) -> Iterator[FrameResult]:
+    """Convenience wrapper: ``labels`` is either one (H, W) label image for ``reference_frame``
+    (default 0) or a (T, H, W) stack whose labelled frames are the keyframes."""
+    session = PropagationSession(model, frames, **session_options)
+    if np.ndim(labels) == 2:
+        session.add_keyframe(0 if reference_frame is None else reference_frame, labels)
+    else:
+        session.add_keyframes_from_stack(labels)
+    return session.propagate(direction)

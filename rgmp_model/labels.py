@@ -1,0 +1,72 @@
+"""Label images: validation and the mapping between object ids and network channels."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def validate_label_frame(labels: Any, shape: tuple[int, int], frame_index: int) -> np.ndarray:
+    """Check one annotated frame: an integer (or boolean) (H, W) array with ids >= 0.
+
+    Returns it as a numpy array (bool becomes uint8); the caller's array is never modified.
+    """
+    array = np.asarray(labels)
+    if array.dtype.kind not in "uib":
+        raise ValueError(
+            f"labels of frame {frame_index} have dtype {array.dtype}: labels must be integer ids "
+            f"(0 = background); convert them, e.g. labels.astype(np.int32)"
+        )
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"labels of frame {frame_index} have shape {array.shape} but the frames are "
+            f"{tuple(shape)} (H, W): the labels must be painted on the same image grid"
+        )
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
+        raise ValueError(f"labels of frame {frame_index} contain negative ids: ids must be >= 0")
+    return array
+
+
+class ObjectIds:
+    """The objects of a session: sorted non-zero ids and their channels 1..K (0 = background)."""
+
+    def __init__(self, ids: Iterable[int], dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.ids = np.array(sorted({int(i) for i in ids if int(i) != 0}), dtype=self.dtype)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_frames(cls, frames: Iterable[np.ndarray]) -> "ObjectIds":
+        """The union of the ids of several label frames, in their common dtype."""
+        frames = list(frames)
+        dtype = np.result_type(*(f.dtype for f in frames))
+        if dtype.kind == "f":  # uint64 mixed with signed ids: ids are >= 0, keep them exact
+            dtype = np.dtype(np.uint64)
+        ids: set[int] = set()
+        for frame in frames:
+            ids.update(int(i) for i in np.unique(frame))
+        return cls(ids, dtype)
+
+    def channels(self, labels: np.ndarray) -> np.ndarray:
+        """(H, W) ids -> (H, W) int64 channel indices (0 = background, k = k-th id)."""
+        labels = labels.astype(self.dtype, copy=False)  # exact comparisons, even for uint64
+        channels = np.searchsorted(self.ids, labels) + 1
+        known = (channels <= len(self.ids)) & (
+            self.ids[np.minimum(channels, len(self.ids)) - 1] == labels
+        )
+        return np.where(known & (labels != 0), channels, 0).astype(np.int64)
+
+    def one_hot(self, labels: np.ndarray) -> np.ndarray:
+        """(H, W) ids -> (K, H, W) float32 masks, one per object id."""
+        channels = self.channels(labels)
+        return (channels[None] == np.arange(1, len(self.ids) + 1)[:, None, None]).astype(np.float32)
+
+    def to_ids(self, channels: np.ndarray) -> np.ndarray:
+        """(H, W) channel indices -> (H, W) labels with the original ids, in the ids' dtype."""
+        lookup = np.concatenate([np.zeros(1, dtype=self.dtype), self.ids])
+        return lookup[channels]

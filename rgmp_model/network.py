@@ -1,0 +1,270 @@
+"""The RGMP network (Oh et al., CVPR 2018, "Fast Video Object Segmentation by Reference-Guided
+Mask Propagation").
+
+A Siamese encoder (a torchvision ResNet with frozen BatchNorm; the 1-channel mask enters through
+its own 7x7 stride-2 convolution whose output is added to conv1's) encodes the reference (annotated
+frame + its mask) and the target (current frame + previous soft mask). A global convolution block
+on concat(target r5, reference r5), a residual block and three refinement modules with skip
+connections decode a 2-class mask. Heads at 1/32, 1/16, 1/8 and 1/4 are kept for deep supervision.
+
+Bilinear upsampling inside the network uses ``align_corners=True``: that is what ``F.upsample``
+did in PyTorch 0.3.1, with which the authors trained their released ``weights.pth``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+# backbone name -> (torchvision builder, ImageNet weights enum name, channels of r2, r3, r4, r5)
+_BACKBONES: dict[str, tuple[Callable[..., nn.Module], str, tuple[int, int, int, int]]] = {
+    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", (64, 128, 256, 512)),
+    "resnet34": (torchvision.models.resnet34, "ResNet34_Weights", (64, 128, 256, 512)),
+    "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", (256, 512, 1024, 2048)),
+}
+BACKBONES: tuple[str, ...] = tuple(_BACKBONES)
+
+# ImageNet normalisation, applied inside the encoder to frames in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an RGMP network: encoder backbone and decoder width.
+
+    The published network is ``ModelConfig("resnet50", 256)``.
+    """
+
+    backbone: str = "resnet50"
+    decoder_channels: int = 256
+
+    def __post_init__(self) -> None:
+        if self.backbone not in _BACKBONES:
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}"
+            )
+        if not isinstance(self.decoder_channels, int) or self.decoder_channels < 2:
+            raise ValueError(
+                f"decoder_channels must be an integer >= 2, got {self.decoder_channels!r}"
+            )
+
+    @property
+    def skip_channels(self) -> tuple[int, int, int, int]:
+        """Channels of the encoder features r2, r3, r4, r5."""
+        return _BACKBONES[self.backbone][2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        unknown = set(values) - {"backbone", "decoder_channels"}
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+class EncoderFeatures(NamedTuple):
+    """Encoder outputs for a batch of B frames of size (H, W): r5 (B, C5, H/32, W/32),
+    r4 (B, C4, H/16, W/16), r3 (B, C3, H/8, W/8), r2 (B, C2, H/4, W/4)."""
+
+    r5: Tensor
+    r4: Tensor
+    r3: Tensor
+    r2: Tensor
+
+
+class DecoderOutput(NamedTuple):
+    """2-class logits (background, object): ``logits`` (B, 2, H, W) at input size, and the
+    deep-supervision heads p2 (1/4), p3 (1/8), p4 (1/16), p5 (1/32)."""
+
+    logits: Tensor
+    p2: Tensor
+    p3: Tensor
+    p4: Tensor
+    p5: Tensor
+
+
+def upsample_bilinear(x: Tensor, scale_factor: int) -> Tensor:
+    """(B, C, h, w) -> (B, C, h*s, w*s), bilinear with align_corners=True (PyTorch 0.3.1)."""
+    return F.interpolate(x, scale_factor=scale_factor, mode="bilinear", align_corners=True)
+
+
+def _resnet(backbone: str, imagenet_weights: bool) -> nn.Module:
+    builder, weights_enum_name, _ = _BACKBONES[backbone]
+    resnet = builder(weights=None, norm_layer=FrozenBatchNorm2d)
+    if imagenet_weights:
+        resnet.load_state_dict(_imagenet_state_dict(backbone, weights_enum_name))
+    return resnet
+
+
+def _imagenet_state_dict(backbone: str, weights_enum_name: str) -> dict[str, Tensor]:
+    """ImageNet weights from the torch hub cache, downloading them only if missing."""
+    weights = getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1
+    cache_dir = f"{torch.hub.get_dir()}/checkpoints"
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, progress=False, map_location="cpu", weights_only=True
+        )
+    except OSError as error:  # URLError, socket errors, HTTP errors are all OSErrors
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise FileNotFoundError(
+            f"ImageNet weights for {backbone} are not in the torch cache {cache_dir} and could "
+            f"not be downloaded ({error}). On a machine without internet, copy {filename} "
+            f"(from {weights.url}) into {cache_dir}, or build the model without ImageNet weights."
+        ) from error
+
+
+class Encoder(nn.Module):
+    """ResNet encoder taking a frame and a 1-channel mask (Siamese: one instance serves both the
+    reference and the target stream)."""
+
+    def __init__(self, backbone: str = "resnet50", imagenet_weights: bool = False) -> None:
+        super().__init__()
+        resnet = _resnet(backbone, imagenet_weights)
+        self.conv1_mask = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=True)
+        self.conv1 = resnet.conv1
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = resnet.maxpool
+        self.res2 = resnet.layer1  # 1/4
+        self.res3 = resnet.layer2  # 1/8
+        self.res4 = resnet.layer3  # 1/16
+        self.res5 = resnet.layer4  # 1/32
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, frame: Tensor, mask: Tensor) -> EncoderFeatures:
+        """frame (1 or B, 3, H, W) RGB in [0, 1]; mask (B, 1, H, W) or (B, H, W) in [0, 1].
+
+        A single frame is shared by all B masks: its conv1 response is computed once and
+        broadcast, which is how several objects of one frame go through in one batch.
+        """
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(1)
+        x = self.conv1((frame - self.mean) / self.std) + self.conv1_mask(mask.to(frame.dtype))
+        x = self.maxpool(self.relu(self.bn1(x)))
+        r2 = self.res2(x)
+        r3 = self.res3(r2)
+        r4 = self.res4(r3)
+        r5 = self.res5(r4)
+        return EncoderFeatures(r5, r4, r3, r2)
+
+
+class GlobalConvolution(nn.Module):
+    """Global convolution block (Peng et al. 2017): (kh x 1 then 1 x kw) + (1 x kw then kh x 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 7) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.conv_l1 = nn.Conv2d(in_channels, out_channels, (kernel, 1), padding=(pad, 0))
+        self.conv_l2 = nn.Conv2d(out_channels, out_channels, (1, kernel), padding=(0, pad))
+        self.conv_r1 = nn.Conv2d(in_channels, out_channels, (1, kernel), padding=(0, pad))
+        self.conv_r2 = nn.Conv2d(out_channels, out_channels, (kernel, 1), padding=(pad, 0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv_l2(self.conv_l1(x)) + self.conv_r2(self.conv_r1(x))
+
+
+class ResidualBlock(nn.Module):
+    """x + conv2(relu(conv1(relu(x)))), 3x3 convolutions, same width."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class RefinementModule(nn.Module):
+    """Merges a skip feature map with the x2-upsampled coarser decoder map."""
+
+    def __init__(self, skip_channels: int, channels: int) -> None:
+        super().__init__()
+        self.skip_conv1 = nn.Conv2d(skip_channels, channels, kernel_size=3, padding=1)
+        self.skip_conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.skip_conv3 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.merge_conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.merge_conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, skip: Tensor, coarse: Tensor) -> Tensor:
+        """skip (B, Cs, 2h, 2w), coarse (B, C, h, w) -> (B, C, 2h, 2w)."""
+        s = self.skip_conv1(skip)
+        s = s + self.skip_conv3(F.relu(self.skip_conv2(F.relu(s))))
+        m = s + upsample_bilinear(coarse, 2)
+        return m + self.merge_conv2(F.relu(self.merge_conv1(F.relu(m))))
+
+
+class Decoder(nn.Module):
+    """Global convolution on concat(target r5, reference r5), residual block, refinement at
+    1/16, 1/8 and 1/4, 2-class heads at every level."""
+
+    def __init__(self, skip_channels: tuple[int, int, int, int], channels: int = 256) -> None:
+        super().__init__()
+        c2, c3, c4, c5 = skip_channels
+        self.global_conv = GlobalConvolution(2 * c5, channels)
+        self.residual = ResidualBlock(channels)
+        self.refine4 = RefinementModule(c4, channels)
+        self.refine3 = RefinementModule(c3, channels)
+        self.refine2 = RefinementModule(c2, channels)
+        self.pred5 = nn.Conv2d(channels, 2, kernel_size=3, padding=1)
+        self.pred4 = nn.Conv2d(channels, 2, kernel_size=3, padding=1)
+        self.pred3 = nn.Conv2d(channels, 2, kernel_size=3, padding=1)
+        self.pred2 = nn.Conv2d(channels, 2, kernel_size=3, padding=1)
+
+    def forward(self, target: EncoderFeatures, reference_r5: Tensor) -> DecoderOutput:
+        """target features of B frames; reference_r5 (B, C5, H/32, W/32) -> DecoderOutput."""
+        m5 = self.residual(self.global_conv(torch.cat((target.r5, reference_r5), dim=1)))
+        m4 = self.refine4(target.r4, m5)
+        m3 = self.refine3(target.r3, m4)
+        m2 = self.refine2(target.r2, m3)
+        p2 = self.pred2(F.relu(m2))
+        p3 = self.pred3(F.relu(m3))
+        p4 = self.pred4(F.relu(m4))
+        p5 = self.pred5(F.relu(m5))
+        return DecoderOutput(upsample_bilinear(p2, 4), p2, p3, p4, p5)
+
+
+class RGMP(nn.Module):
+    """Reference-guided mask propagation network with stage methods ``encode`` and ``decode``.
+
+    Frame height and width must be multiples of 32 (the propagation engine pads them).
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig(), imagenet_weights: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.backbone, imagenet_weights)
+        self.decoder = Decoder(config.skip_channels, config.decoder_channels)
+
+    def encode(self, frame: Tensor, mask: Tensor) -> EncoderFeatures:
+        """frame (1 or B, 3, H, W) in [0, 1], mask (B, [1,] H, W) in [0, 1] -> features."""
+        return self.encoder(frame, mask)
+
+    def decode(self, target: EncoderFeatures, reference_r5: Tensor) -> DecoderOutput:
+        """Target features (B frames) + reference r5 (B, C5, H/32, W/32) -> 2-class logits."""
+        return self.decoder(target, reference_r5)
+
+    def forward(
+        self, reference_frame: Tensor, reference_mask: Tensor, frame: Tensor, previous_mask: Tensor
+    ) -> DecoderOutput:
+        """One propagation step, for training: frames (B, 3, H, W), masks (B, [1,] H, W)."""
+        reference_r5 = self.encode(reference_frame, reference_mask).r5
+        return self.decode(self.encode(frame, previous_mask), reference_r5)
+
+
+def build_rgmp(
+    backbone: str = "resnet50", decoder_channels: int = 256, imagenet_weights: bool = False
+) -> RGMP:
+    """Build an RGMP network with random weights (ImageNet encoder weights only on request;
+    nothing is downloaded unless ``imagenet_weights=True``)."""
+    return RGMP(ModelConfig(backbone, decoder_channels), imagenet_weights=imagenet_weights)
