@@ -1,0 +1,281 @@
+"""Label images: reading (palette/grey/RGB PNGs, integer TIFFs) and writing (palette PNGs, TIFF stacks).
+
+Label stacks are ``(T, H, W)`` integer array-likes read lazily like the image stacks of
+:mod:`rgmp_model.stack_io`; :class:`LabelStackWriter` writes results frame by frame.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from rgmp_model.stack_io import (
+    TIFF_SUFFIXES,
+    FrameFolder,
+    PathLike,
+    Stack,
+    _existing,
+    _open_tiff,
+    _read_tiff_frame,
+)
+
+
+@lru_cache(maxsize=1)
+def _palette() -> tuple[int, ...]:
+    values: list[int] = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        values += [r, g, b]
+    return tuple(values)
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS / PASCAL-VOC colour map: 768 ints, ``[r0, g0, b0, r1, ...]`` (id 1 = (128,0,0))."""
+    return list(_palette())
+
+
+def _binary_to_01(grey: np.ndarray) -> np.ndarray:
+    """Binary masks stored as 0/255 (or 0/65535 for 16-bit) -> 0/1; other grey labels unchanged."""
+    values = np.unique(grey)
+    for high in (255, 65535):
+        if values.size and values[-1] == high and np.isin(values, (0, high)).all():
+            return (grey == high).astype(grey.dtype)
+    return grey
+
+
+def _rgb_to_labels(rgb: np.ndarray) -> np.ndarray:
+    """(H,W,3|4) uint8 colours -> (H,W) ids: DAVIS colours get their index, others the next free id."""
+    if rgb.shape[-1] == 4:
+        rgb = np.where(rgb[..., 3:] == 0, 0, rgb)
+    rgb = rgb[..., :3]
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all():
+        return _binary_to_01(np.ascontiguousarray(rgb[..., 0]))
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    colours, first, inverse = np.unique(packed.ravel(), return_index=True, return_inverse=True)
+    pal = _palette()
+    lookup = {(pal[3 * i] << 16) | (pal[3 * i + 1] << 8) | pal[3 * i + 2]: i for i in range(255, -1, -1)}
+    known = [lookup.get(int(c)) for c in colours]
+    ids = np.zeros(len(colours), dtype=np.int64)
+    next_id = max((k for k in known if k is not None), default=0) + 1
+    for j in np.argsort(first, kind="stable"):  # unknown colours numbered in raster order
+        if known[j] is None:
+            ids[j], next_id = next_id, next_id + 1
+        else:
+            ids[j] = known[j]
+    dtype = np.uint8 if ids.max() <= 255 else np.uint16 if ids.max() <= 65535 else np.uint32
+    return ids.astype(dtype)[inverse.ravel()].reshape(packed.shape)
+
+
+def _check_label_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype.kind not in "biu":
+        raise ValueError(
+            f"labels must be integers, but {name} holds {dtype} values: save the labels as an integer "
+            "TIFF (e.g. uint16) or a palette PNG"
+        )
+
+
+def _not_labels(name: str, shape: tuple[int, ...]) -> ValueError:
+    return ValueError(
+        f"{name} has shape {shape} ({shape[-1]} channels) that is not a palette/label image: "
+        "save the labels as a palette PNG or an integer TIFF"
+    )
+
+
+def read_label_image(path: PathLike) -> np.ndarray:
+    """One label image -> (H,W) integer ids.
+
+    Palette PNG -> its indices (uint8). Grey PNG/BMP -> its values, binary 0/255 masks -> 0/1.
+    RGB(A) -> ids by colour (grey if all channels are equal; DAVIS palette colours get their
+    index, other colours the next free ids after the largest palette id found, numbered in
+    raster order of first appearance; transparent = 0). TIFF -> the integers as stored.
+    """
+    p = _existing(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder: pass one label image, or use open_label_stack for a folder")
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        data = _read_tiff_frame(p, planar_as_frames=True)
+        _check_label_dtype(data.dtype, p.name)
+        if data.ndim == 3:
+            if data.dtype == np.uint8 and data.shape[-1] in (3, 4):
+                return _rgb_to_labels(data)
+            raise _not_labels(p.name, data.shape)
+        return data.astype(np.uint8) if data.dtype == bool else data
+    try:
+        with Image.open(p) as im:
+            fmt, mode = im.format, im.mode
+            if mode in ("P", "PA"):
+                return np.array(im.getchannel(0))
+            if mode == "F":
+                _check_label_dtype(np.dtype(np.float32), p.name)
+            if mode in ("1", "L", "LA"):
+                return _binary_to_01(np.array(im.getchannel(0)).astype(np.uint8))
+            if mode.startswith("I"):
+                grey = np.array(im)
+                grey = grey.astype(grey.dtype.newbyteorder("="))
+                return _binary_to_01(grey.astype(np.uint16) if fmt == "PNG" else grey)
+            rgba = "A" in mode or "transparency" in im.info
+            rgb = np.array(im.convert("RGBA" if rgba else "RGB"))
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{p.name} is not an image file that Pillow can read") from err
+    return _rgb_to_labels(rgb)
+
+
+def open_label_stack(path: PathLike) -> Stack:
+    """TIFF stack, folder of label images or one label image -> (T,H,W) integer array-like.
+
+    A TIFF opens lazily as in :func:`open_image_stack` (a 2-D TIFF gives T = 1); a folder is a
+    :class:`FrameFolder` reading each file with :func:`read_label_image`.
+    """
+    p = _existing(path)
+    if p.is_dir():
+        return FrameFolder(p, reader=read_label_image)
+    if p.suffix.lower() not in TIFF_SUFFIXES:
+        return read_label_image(p)[np.newaxis]
+    stack = _open_tiff(p, planar_as_frames=True)
+    if stack.ndim == 4:
+        if len(stack) == 1:
+            return read_label_image(p)[np.newaxis]
+        raise _not_labels(p.name, stack.shape)
+    _check_label_dtype(stack.dtype, p.name)
+    return stack
+
+
+def write_palette_png(path: PathLike, labels: np.ndarray) -> None:
+    """Write (H,W) ids 0..255 as a mode "P" PNG with the DAVIS palette."""
+    data = np.asarray(labels)
+    if data.ndim != 2:
+        raise ValueError(f"labels for {Path(path).name} have shape {data.shape}: expected one (H,W) frame")
+    _check_label_dtype(data.dtype, Path(path).name)
+    if data.size and (int(data.min()) < 0 or int(data.max()) > 255):
+        raise ValueError(
+            f"labels for {Path(path).name} have ids {int(data.min())}..{int(data.max())}, but a palette PNG "
+            "holds ids 0..255 only: write the labels as a TIFF instead (e.g. LabelStackWriter('labels.tif', ...))"
+        )
+    image = Image.fromarray(np.ascontiguousarray(data, dtype=np.uint8))
+    image.putpalette(davis_palette())
+    image.save(path, format="PNG")
+
+
+def frame_names(source: object, count: int) -> list[str]:
+    """Output file stems: the files' stems of a :class:`FrameFolder`, else ``00000``, ``00001``, ..."""
+    if count < 0:
+        raise ValueError(f"frame count must be >= 0, got {count}")
+    if isinstance(source, FrameFolder):
+        if count != len(source.files):
+            raise ValueError(f"{count} output frames requested but {source.folder} has {len(source.files)} frames")
+        stems = [f.stem for f in source.files]
+        return stems if len(set(stems)) == len(stems) else [f.name.replace(".", "_") for f in source.files]
+    return [f"{i:05d}" for i in range(count)]
+
+
+class LabelStackWriter:
+    """Preallocated (T,H,W) label output, written frame by frame in any order: ``writer[t] = labels``.
+
+    ``*.tif``/``*.tiff`` -> an uncompressed TIFF (memory-mapped) written under a temporary name in
+    the same folder and renamed into place by :meth:`close`. Any other path is a folder that gets
+    ``<frame_names[t]>.png`` palette PNGs (default ``00000.png`` ...) as soon as each frame is set.
+    Use as a context manager; on an exception the temporary TIFF is removed.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        shape: Sequence[int],
+        dtype: Any = np.uint8,
+        frame_names: Sequence[str] | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3 or min(self.shape) <= 0:
+            raise ValueError(f"shape must be (T,H,W) with positive sizes, got {tuple(shape)}")
+        self.dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
+        _check_label_dtype(self.dtype, "the output")
+        self.is_tiff = self.path.suffix.lower() in TIFF_SUFFIXES
+        self._written: set[int] = set()
+        self._closed = False
+        self._data: np.memmap | None = None
+        names = list(frame_names) if frame_names is not None else [f"{i:05d}" for i in range(self.shape[0])]
+        if len(names) != self.shape[0] or len(set(names)) != len(names):
+            raise ValueError(f"frame_names must be {self.shape[0]} distinct names, got {len(names)}")
+        self.frame_names = names
+        if self.is_tiff:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.tif")
+            try:
+                self._data = tifffile.memmap(
+                    self._tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", metadata={"axes": "TYX"}
+                )
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
+        else:
+            if self.path.is_file():
+                raise ValueError(f"{self.path} is a file: give a folder for PNG output or a .tif path")
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def written(self) -> list[int]:
+        """Sorted indices of the frames written so far."""
+        return sorted(self._written)
+
+    def __setitem__(self, t: int, labels: np.ndarray) -> None:
+        if self._closed:
+            raise ValueError(f"the writer for {self.path} is closed")
+        n = self.shape[0]
+        index = int(t) + n if int(t) < 0 else int(t)
+        if not 0 <= index < n:
+            raise IndexError(f"frame index {t} is out of range for {n} frames")
+        data = np.asarray(labels)
+        if data.shape != self.shape[1:]:
+            raise ValueError(f"frame {t} has shape {data.shape}, expected {self.shape[1:]}")
+        _check_label_dtype(data.dtype, f"frame {t}")
+        if data.size and not np.can_cast(data.dtype, self.dtype):
+            info = np.iinfo(self.dtype)
+            lo, hi = int(data.min()), int(data.max())
+            if lo < info.min or hi > info.max:
+                raise ValueError(f"frame {t} has ids {lo}..{hi} that do not fit {self.dtype}: use a wider dtype")
+        if self._data is not None:
+            self._data[index] = data
+        else:
+            write_palette_png(self.path / f"{self.frame_names[index]}.png", data)
+        self._written.add(index)
+
+    def close(self) -> None:
+        """Flush and move the TIFF into place (folder output needs nothing); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._data is not None:
+            self._data.flush()
+            self._data = None
+            os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Stop without producing the TIFF: the temporary file is removed."""
+        self._closed = True
+        if self._data is not None:
+            self._data = None
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> LabelStackWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,341 @@
+"""Lazy reading of image stacks: folders of frames, TIFF stacks (memory-mapped or page by page).
+
+Stacks are ``(T, H, W)`` or ``(T, H, W, C)`` array-likes whose frames are read one at a time:
+a folder of single-frame images (DAVIS ``JPEGImages/480p/<seq>``) becomes a :class:`FrameFolder`,
+an uncompressed TIFF a ``numpy.memmap`` and a compressed TIFF a :class:`TiffFrames`.
+Label images and label outputs live in :mod:`rgmp_model.label_io`; its public names are also
+reachable from this module (``from rgmp_model.stack_io import read_label_image`` works).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+_LABEL_IO_NAMES = (
+    "davis_palette", "read_label_image", "open_label_stack", "write_palette_png", "frame_names", "LabelStackWriter",
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "FrameFolder", "TiffFrames", "natural_sort_key", "read_image",
+    "open_image_stack", *_LABEL_IO_NAMES,
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+PathLike = Union[str, "os.PathLike[str]"]
+Stack = Union["FrameFolder", "TiffFrames", np.ndarray]
+
+
+def natural_sort_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders digit runs by value: ``frame2`` before ``frame10``."""
+    parts = re.split(r"(\d+)", name.lower())
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def _existing(path: PathLike) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist: check the path (a folder of frames, a TIFF or an image file)")
+    return p
+
+
+class _LazyFrames:
+    """Array-like over frames read on demand; subclasses set ``shape``/``dtype`` and ``_read_frame``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read_frame(self, t: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """``stack[t]`` -> one frame (H,W[,C]); ``stack[a:b]`` or ``stack[[i, j]]`` -> (n,H,W[,C]).
+
+        Only the frames selected by the first index are read; further indices (a tuple, as dask
+        passes) are applied to what was read.
+        """
+        rest: tuple[Any, ...] = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if key is Ellipsis:
+            key, rest = slice(None), (Ellipsis, *rest)
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            t = int(key) + n if int(key) < 0 else int(key)
+            if not 0 <= t < n:
+                raise IndexError(f"frame index {int(key)} is out of range for a stack of {n} frames")
+            frame = self._read_frame(t)
+            return frame[rest] if rest else frame
+        if isinstance(key, slice):
+            idx = list(range(n)[key])
+        else:
+            arr = np.asarray(key)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise IndexError(f"boolean frame index has shape {arr.shape}, expected ({n},)")
+                arr = np.flatnonzero(arr)
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise TypeError(f"cannot index frames with {key!r}: use an int, a slice or a list of ints")
+            idx = [int(i) + n if i < 0 else int(i) for i in arr]
+            if any(not 0 <= i < n for i in idx):
+                raise IndexError(f"frame indices {arr.tolist()} are out of range for a stack of {n} frames")
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        for j, t in enumerate(idx):
+            out[j] = self._read_frame(t)
+        return out[(slice(None), *rest)] if rest else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[:]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
+
+
+class FrameFolder(_LazyFrames):
+    """Lazy (T,H,W) or (T,H,W,C) stack over a folder of single-frame image files.
+
+    Files with a suffix in ``suffixes`` (hidden files skipped) are sorted in natural order;
+    shape and dtype come from the first file, and indexing reads only the files it needs.
+    ``reader(path) -> (H,W) or (H,W,C) array`` defaults to :func:`read_image`
+    (pass :func:`read_label_image` for label files).
+    """
+
+    def __init__(
+        self,
+        folder: PathLike,
+        reader: Callable[[Path], np.ndarray] | None = None,
+        suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    ) -> None:
+        self.folder = _existing(folder)
+        if not self.folder.is_dir():
+            raise ValueError(f"{self.folder} is a file, not a folder of frames")
+        wanted = tuple(s.lower() for s in suffixes)
+        files = [
+            p for p in self.folder.iterdir()
+            if p.suffix.lower() in wanted and not p.name.startswith(".") and p.is_file()
+        ]
+        if not files:
+            raise ValueError(_no_frames_message(self.folder, wanted))
+        self.files: tuple[Path, ...] = tuple(sorted(files, key=lambda p: natural_sort_key(p.name)))
+        self.reader = reader if reader is not None else read_image
+        first = np.asarray(self.reader(self.files[0]))
+        if first.ndim not in (2, 3):
+            raise ValueError(
+                f"{self.files[0].name} has shape {first.shape}: frames must be 2-D images (H,W) or (H,W,C)"
+            )
+        self.shape = (len(self.files), *first.shape)
+        self.dtype = first.dtype
+
+    def _read_frame(self, t: int) -> np.ndarray:
+        frame = np.asarray(self.reader(self.files[t]))
+        if frame.shape != self.shape[1:] or frame.dtype != self.dtype:
+            raise ValueError(
+                f"{self.files[t].name} is {frame.shape} {frame.dtype} but the first frame "
+                f"{self.files[0].name} is {self.shape[1:]} {self.dtype}: all frames in {self.folder} "
+                "must have the same size, channels and type; re-export or remove the odd file"
+            )
+        return frame
+
+
+def _no_frames_message(folder: Path, suffixes: Sequence[str]) -> str:
+    msg = f"{folder} contains no image files ({', '.join(suffixes)})"
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if "JPEGImages" in subdirs or "Annotations" in subdirs:
+        return msg + ": for a DAVIS dataset pass the sequence folder, e.g. JPEGImages/480p/<sequence>"
+    if subdirs:
+        return msg + f": pass one of its sub-folders ({', '.join(subdirs[:5])}) or a folder of frames"
+    return msg + ": pass a folder of single-frame images, a TIFF stack or an image file"
+
+
+def _guess_axes(shape: tuple[int, ...]) -> str:
+    if len(shape) >= 3 and shape[-1] in (3, 4):
+        return "Q" * (len(shape) - 3) + "YXS"
+    return "Q" * (len(shape) - 2) + "YX"
+
+
+def _frames_layout(shape: tuple[int, ...], axes: str, name: str) -> tuple[tuple[int, ...], list[int], tuple[int, ...]]:
+    """(squeezed shape, axis order, output shape) that turn a TIFF series into (T,H,W[,C])."""
+    shape = tuple(int(s) for s in shape)
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        axes = _guess_axes(shape)
+    keep = [i for i, (n, a) in enumerate(zip(shape, axes)) if n != 1 or a in "YX"]
+    sq_shape = tuple(shape[i] for i in keep)
+    sq_axes = "".join(axes[i] for i in keep)
+    chan = [i for i, a in enumerate(sq_axes) if a in "SC"]
+    stack = [i for i, a in enumerate(sq_axes) if a not in "YXSC"]
+    if len(chan) > 1 or len(stack) > 1:
+        raise ValueError(
+            f"{name} has axes {axes} with shape {shape}: more than one stack axis (e.g. time and z) "
+            "or channel axis; save a single (T,Y,X) or (T,Y,X,C) series"
+        )
+    perm = [*stack, sq_axes.index("Y"), sq_axes.index("X"), *chan]
+    out = tuple(sq_shape[i] for i in perm)
+    return sq_shape, perm, out if stack else (1, *out)
+
+
+def _apply_layout(data: np.ndarray, layout: tuple[tuple[int, ...], list[int], tuple[int, ...]]) -> np.ndarray:
+    sq_shape, perm, out = layout
+    view = data.reshape(sq_shape).transpose(perm)
+    return view if view.shape == out else view[np.newaxis]
+
+
+class TiffFrames(_LazyFrames):
+    """Lazy (T,H,W) or (T,H,W,C) view of a TIFF series with one page per frame.
+
+    ``stack[t]`` decodes only page ``t`` (compressed stacks that cannot be memory-mapped).
+    The file stays open until :meth:`close`; reading is thread-safe.
+    """
+
+    def __init__(self, path: PathLike, series: int = 0) -> None:
+        self.path = _existing(path)
+        self.series = series
+        self._lock = threading.Lock()
+        self._tif: tifffile.TiffFile | None = None
+        tif = self._open()
+        s = tif.series[series]
+        self.shape = _frames_layout(s.shape, s.axes, self.path.name)[2]
+        key = s.keyframe
+        self._page_layout = _frames_layout(key.shape, key.axes, self.path.name)
+        if len(s.pages) != self.shape[0] or self._page_layout[2][1:] != self.shape[1:]:
+            self.close()
+            raise ValueError(f"{self.path.name}: the pages of its first series are not one frame each")
+        self.dtype = np.dtype(s.dtype).newbyteorder("=")
+
+    def _open(self) -> tifffile.TiffFile:
+        if self._tif is None:
+            self._tif = tifffile.TiffFile(self.path)
+        return self._tif
+
+    def _read_frame(self, t: int) -> np.ndarray:
+        with self._lock:
+            page = self._open().series[self.series].pages[t]
+            data = page.asarray()
+        return _apply_layout(data, self._page_layout)[0].astype(self.dtype, copy=False)
+
+    def close(self) -> None:
+        """Close the file handle (it is reopened on the next read)."""
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> TiffFrames:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_tif"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffFrames:
+    """TIFF series 0 -> (T,H,W[,C]) memmap, TiffFrames or in-memory array (see open_image_stack).
+
+    ``planar_as_frames``: read a planar "RGB" image (axes SYX, which is how tifffile stores a
+    3- or 4-frame stack written without ``photometric``) as frames, for label stacks.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ValueError(f"{path.name} holds no image data")
+            s = tif.series[0]
+            axes = "QYX" if planar_as_frames and s.axes == "SYX" else s.axes
+            layout = _frames_layout(s.shape, axes, path.name)
+            mappable = s.dataoffset is not None
+            key = s.keyframe
+            per_page = len(s.pages) == layout[2][0] and _frames_layout(key.shape, key.axes, path.name)[2][1:] == layout[2][1:]
+    except tifffile.TiffFileError as err:
+        raise ValueError(f"{path.name} is not a readable TIFF file ({err})") from err
+    if mappable:
+        try:
+            return _apply_layout(tifffile.memmap(path, mode="r"), layout)
+        except ValueError:
+            pass
+    if per_page:
+        return TiffFrames(path)
+    return _apply_layout(tifffile.imread(path), layout)
+
+
+def _read_tiff_frame(path: Path, planar_as_frames: bool = False) -> np.ndarray:
+    stack = _open_tiff(path, planar_as_frames)
+    try:
+        if len(stack) != 1:
+            raise ValueError(
+                f"{path.name} holds {len(stack)} frames, not one: open it as a stack "
+                "(open_image_stack / open_label_stack) or save one frame per file"
+            )
+        return np.array(stack[0])
+    finally:
+        if isinstance(stack, TiffFrames):
+            stack.close()
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """One image file -> (H,W) or (H,W,C) array (palette images become RGB, 16-bit PNGs uint16)."""
+    p = _existing(path)
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        return _read_tiff_frame(p)
+    try:
+        with Image.open(p) as im:
+            fmt, mode = im.format, im.mode
+            if mode in ("P", "PA"):
+                im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+            elif mode == "1":
+                im = im.convert("L")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            data = np.array(im)
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{p.name} is not an image file that Pillow can read") from err
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    if fmt == "PNG" and mode == "I":
+        data = data.astype(np.uint16)
+    return data
+
+
+def open_image_stack(path: PathLike) -> Stack:
+    """Folder of frames, TIFF or single image -> (T,H,W) or (T,H,W,C) array-like, read lazily.
+
+    Folder -> :class:`FrameFolder`; uncompressed contiguous TIFF -> read-only ``numpy.memmap``;
+    other TIFF with one page per frame -> :class:`TiffFrames`; otherwise the TIFF in memory;
+    any other image file -> array with T = 1.
+    """
+    p = _existing(path)
+    if p.is_dir():
+        return FrameFolder(p)
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff(p)
+    return read_image(p)[np.newaxis]
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the label functions of :mod:`rgmp_model.label_io` (imported on first use)."""
+    if name in _LABEL_IO_NAMES:
+        from rgmp_model import label_io
+
+        return getattr(label_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
