@@ -3,8 +3,7 @@
 Stacks are ``(T, H, W)`` or ``(T, H, W, C)`` array-likes whose frames are read one at a time:
 a folder of single-frame images (DAVIS ``JPEGImages/480p/<seq>``) becomes a :class:`FrameFolder`,
 an uncompressed TIFF a ``numpy.memmap`` and a compressed TIFF a :class:`TiffFrames`.
-Label images and label outputs live in :mod:`rgmp_model.label_io`; its public names are also
-reachable from this module (``from rgmp_model.stack_io import read_label_image`` works).
+Label images and label outputs live in :mod:`rgmp_model.label_io`.
 """
 
 from __future__ import annotations
@@ -20,13 +19,9 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-_LABEL_IO_NAMES = (
-    "davis_palette", "read_label_image", "open_label_stack", "write_palette_png", "frame_names", "LabelStackWriter",
-)
-
 __all__ = [
     "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "FrameFolder", "TiffFrames", "natural_sort_key", "read_image",
-    "open_image_stack", *_LABEL_IO_NAMES,
+    "open_image_stack",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -331,11 +326,3 @@ def open_image_stack(path: PathLike) -> Stack:
         return _open_tiff(p)
     return read_image(p)[np.newaxis]
 
-
-def __getattr__(name: str) -> Any:
-    """Re-export the label functions of :mod:`rgmp_model.label_io` (imported on first use)."""
-    if name in _LABEL_IO_NAMES:
-        from rgmp_model import label_io
-
-        return getattr(label_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -463,11 +463,3 @@ def test_label_stack_writer_folder_uses_input_stems(tmp_path: Path) -> None:
     default[1] = np.ones((2, 2), np.uint8)
     default.close()
     assert [p.name for p in (tmp_path / "davis").iterdir()] == ["00001.png"]
-
-
-def test_stack_io_reexports_label_functions() -> None:
-    assert stack_io.read_label_image is read_label_image
-    assert stack_io.LabelStackWriter is LabelStackWriter
-    assert IMAGE_SUFFIXES == (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-    with pytest.raises(AttributeError):
-        stack_io.no_such_name  # noqa: B018
