@@ -161,23 +161,28 @@ def pad_like_dataset(frames: torch.Tensor, masks: torch.Tensor):
     return F.pad(frames, (lw, uw, lh, uh)), F.pad(masks, (lw, uw, lh, uh)), ((lh, uh), (lw, uw))
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def encode_ms(model, frame, mask, scales):
-    """Encode_MS: frame (3, H, W), mask (H, W) -> {scale: reference r5}."""
+    """Encode_MS: frame (3, H, W), mask (H, W) on the CPU -> {scale: reference r5} on the
+    model's device (inputs are resized on the CPU and moved per call, as ToCudaVariable did)."""
     ref = {}
     for sc in scales:
         f, p = (frame, mask[None]) if sc == 1.0 else downsample([frame, mask[None]], sc)
-        ref[sc] = model.encode(f[None], p).r5
+        ref[sc] = model.encode(f[None].to(_device(model)), p.to(_device(model))).r5
     return ref
 
 
 def propagate_ms(model, ref, frame, prev, scales):
-    """Propagate_MS: -> (H, W) mean over scales of P(object)."""
+    """Propagate_MS: -> (H, W) mean over scales of P(object), on the CPU."""
     h, w = frame.shape[-2:]
     total = torch.zeros(h, w)
     for sc in scales:
         f, p = (frame, prev[None]) if sc == 1.0 else downsample([frame, prev[None]], sc)
-        logits = model.decode(model.encode(f[None], p), ref[sc]).logits
-        e = F.softmax(logits, dim=1)[:, 1]
+        logits = model.decode(model.encode(f[None].to(_device(model)), p.to(_device(model))), ref[sc]).logits
+        e = F.softmax(logits, dim=1)[:, 1].cpu()
         if sc != 1.0:
             e = _cv2_linear(e, h, w)
         total += e[0]

@@ -1,0 +1,205 @@
+"""The ``rgmp`` command line: ``rgmp propagate`` and ``rgmp evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+
+_EPILOG = """examples:
+  rgmp propagate JPEGImages/480p/blackswan --labels Annotations/480p/blackswan/00000.png \\
+       --checkpoint weights.pth --out results/blackswan
+  rgmp propagate cells.tif --labels cells_labels.tif --direction both --out cells_propagated.tif
+  rgmp evaluate results/ DAVIS/ --csv scores.csv
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rgmp",
+        description="Propagate labels through an image stack with RGMP, and score the results.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"napari-rgmp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_propagate(commands)
+    _add_evaluate(commands)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"rgmp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------ propagate
+
+
+def _add_propagate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "propagate",
+        help="propagate labels from annotated frames to a whole stack",
+        description="IMAGES: a TIFF stack, a folder of frames (DAVIS layout) or one image. "
+        "LABELS: a label image for one frame (--reference-frame, default 0) or a label stack "
+        "(TIFF or folder) whose labelled frames are all keyframes (unless --reference-frame "
+        "picks one). Output: a label TIFF when OUT ends in .tif/.tiff, otherwise a folder of "
+        "palette PNGs named like the input frames (DAVIS layout). Frames that the chosen "
+        "direction does not reach are left empty (TIFF) or not written (PNG folder).",
+    )
+    p.add_argument("images", type=Path, help="TIFF stack, folder of frames, or image")
+    p.add_argument("--labels", type=Path, required=True, help="label image or label stack")
+    p.add_argument("--reference-frame", type=int, default=None, metavar="N",
+                   help="frame the label image belongs to (default 0), or the one frame of a label stack to use")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="napari-rgmp checkpoint or the authors' weights.pth (default: the bundled model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output .tif file or PNG folder (default: <images name>_rgmp.tif in the current directory)")
+    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--official", action="store_true",
+                   help="the authors' procedure: objects one by one, background pass, 3 scales")
+    p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
+    p.add_argument("--max-size", type=int, default=None, metavar="PX",
+                   help="bound on the longer side of the working resolution")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.set_defaults(run=_run_propagate)
+
+
+def _default_checkpoint() -> Path:
+    bundled = Path(__file__).with_name("weights") / "default.pt"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(
+        "no --checkpoint given and this napari-rgmp has no bundled default model: pass "
+        "--checkpoint with a napari-rgmp checkpoint or the authors' weights.pth"
+    )
+
+
+def _run_propagate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .engine import PropagationSession, resolve_device
+    from .label_io import LabelStackWriter, frame_names, open_label_stack
+    from .stack_io import open_image_stack
+
+    images = open_image_stack(args.images)
+    labels = open_label_stack(args.labels)
+    out = args.out if args.out is not None else Path(f"{args.images.stem}_rgmp.tif")
+    if out.resolve() in (args.images.resolve(), args.labels.resolve()):
+        raise ValueError(f"--out {out} would overwrite an input: choose another path")
+    device = resolve_device(args.device)
+    model, info = load_checkpoint(args.checkpoint or _default_checkpoint(), device=device)
+    print(f"model: {info.path.name} ({info.describe()}) on {device}")
+    session = PropagationSession(
+        model, images, mode="official" if args.official else "default", multiscale=args.multiscale,
+        max_size=args.max_size, device=device, precision=args.precision,
+    )
+    if labels.shape[0] == 1 or args.reference_frame is not None:
+        reference = 0 if args.reference_frame is None else args.reference_frame
+        source = 0 if labels.shape[0] == 1 else reference
+        if labels.shape[0] > 1 and not 0 <= source < labels.shape[0]:
+            raise ValueError(f"--reference-frame {reference} is outside the label stack (0..{labels.shape[0] - 1})")
+        session.add_keyframe(reference, labels[source])
+    else:
+        session.add_keyframes_from_stack(labels)
+    total = sum(1 + len(s.backward) + len(s.forward) for s in session.plan(args.direction))
+    shape = (session.frames.num_frames, session.frames.height, session.frames.width)
+    names = frame_names(images, shape[0])
+    started = time.perf_counter()
+    with LabelStackWriter(out, shape, session.object_ids.dtype, frame_names=names) as writer:
+        results = session.propagate(args.direction)
+        for t, frame_labels, _ in tqdm(results, total=total, unit="frame", desc="propagating"):
+            writer[t] = frame_labels
+    elapsed = time.perf_counter() - started
+    print(f"{total} frames ({len(session.keyframes)} keyframe(s), {len(session.object_ids)} object(s)) "
+          f"in {elapsed:.1f} s ({total / elapsed:.2f} frames/s) -> {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "evaluate",
+        help="score predicted labels against ground truth (DAVIS protocol: J, F, J&F)",
+        description="PRED and GT: label TIFF stacks (one sequence each), sequence folders of label "
+        "images, folders of sequence folders, or DAVIS roots (Annotations/<resolution>/<seq>). "
+        "Sequences are matched by name. J = IoU, F = boundary F-measure (tolerance "
+        "ceil(0.008 x diagonal) px); first and last frames excluded; statistics per object, "
+        "averaged over objects.",
+    )
+    p.add_argument("pred", type=Path)
+    p.add_argument("gt", type=Path)
+    p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
+    p.add_argument("--resolution", default="480p", help="resolution folder of a DAVIS root (default 480p)")
+    p.add_argument("--csv", type=Path, default=None, help="also write per-object statistics as CSV")
+    p.set_defaults(run=_run_evaluate)
+
+
+def find_sequences(path: Path, resolution: str = "480p") -> dict[str, Path]:
+    """Sequence name -> label stack path (TIFF file or folder of label images)."""
+    from .stack_io import IMAGE_SUFFIXES, TIFF_SUFFIXES
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            raise ValueError(f"{path}: a single file must be a label TIFF stack")
+        return {path.stem: path}
+    davis = path / "Annotations" / resolution
+    if davis.is_dir():
+        path = davis
+    if any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and f.suffix.lower() not in TIFF_SUFFIXES
+           for f in path.iterdir()):
+        return {path.name: path}
+    found = {}
+    for child in sorted(path.iterdir()):
+        if child.is_dir() or child.suffix.lower() in TIFF_SUFFIXES:
+            found[child.stem if child.is_file() else child.name] = child
+    if not found:
+        raise ValueError(f"{path} holds no label sequences (folders of label images or TIFF stacks)")
+    return found
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .label_io import open_label_stack
+    from .metrics import evaluate_sequence, format_table, write_csv
+
+    gt = find_sequences(args.gt, args.resolution)
+    pred = find_sequences(args.pred, args.resolution)
+    if len(gt) == 1 and len(pred) == 1:  # two single sequences: compare them whatever their names
+        pred = {next(iter(gt)): next(iter(pred.values()))}
+    names = list(args.sequences) if args.sequences else sorted(gt)
+    unknown = [n for n in names if n not in gt]
+    if unknown:
+        raise ValueError(f"no ground truth for {', '.join(unknown)} in {args.gt}")
+    missing = [n for n in names if n not in pred]
+    if missing:
+        raise ValueError(
+            f"{args.pred} has no predictions for {', '.join(missing)}: propagate them first, or "
+            f"restrict the evaluation with --sequences"
+        )
+    scores = []
+    for name in names:
+        predicted, truth = open_label_stack(pred[name]), open_label_stack(gt[name])
+        if predicted.shape != truth.shape:
+            raise ValueError(
+                f"sequence {name}: prediction has shape {predicted.shape}, ground truth {truth.shape}"
+            )
+        scores.append(evaluate_sequence(predicted, truth, name=name))
+    print(format_table(scores))
+    if args.csv is not None:
+        write_csv(args.csv, scores)
+        print(f"per-object statistics -> {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
