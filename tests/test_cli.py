@@ -1,0 +1,98 @@
+"""The rgmp command line: propagate (folders, TIFF stacks) and evaluate."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from rgmp_model import build_rgmp, save_checkpoint
+from rgmp_model.cli import main
+from rgmp_model.label_io import open_label_stack
+from rgmp_model.synthetic import save_davis_layout, save_tiff, synthetic_video
+from rgmp_model.synthetic_microscopy import synthetic_microscopy
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_rgmp("resnet18", 16), {"recipe": "random"})
+
+
+@pytest.fixture(scope="module")
+def davis(tmp_path_factory):
+    root = tmp_path_factory.mktemp("davis")
+    sequence = synthetic_video(num_frames=5, height=64, width=80, num_objects=2, seed=3)
+    save_davis_layout(sequence, root)
+    return root, sequence
+
+
+def test_propagate_davis_folder_to_png_folder_and_evaluate(tmp_path, checkpoint, davis, capsys) -> None:
+    root, sequence = davis
+    name = sequence.name
+    out = tmp_path / "pred" / name
+    code = main(["propagate", str(root / "JPEGImages" / "480p" / name),
+                 "--labels", str(root / "Annotations" / "480p" / name / "00000.png"),
+                 "--checkpoint", str(checkpoint), "--out", str(out), "--direction", "forward"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    predicted = open_label_stack(out)
+    np.testing.assert_array_equal(predicted[0], sequence.labels[0])  # the keyframe is kept
+    assert "5 frames (1 keyframe(s), 2 object(s))" in capsys.readouterr().out
+
+    scores = tmp_path / "scores.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(root), "--csv", str(scores)]) == 0
+    table = capsys.readouterr().out
+    assert name in table and "overall" in table
+    rows = list(csv.DictReader(scores.open()))
+    assert [r["object_id"] for r in rows] == ["1", "2", "mean", ""]
+
+
+def test_evaluate_ground_truth_against_itself_is_perfect(davis, capsys) -> None:
+    root, sequence = davis
+    annotations = root / "Annotations" / "480p" / sequence.name
+    assert main(["evaluate", str(annotations), str(root)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert last == ["overall", "1.000", "1.000", "1.000", "2"]
+
+
+def test_propagate_uint16_tiff_stack_with_a_label_stack(tmp_path, checkpoint) -> None:
+    sequence = synthetic_microscopy(num_frames=4, height=64, width=64, num_cells=3, seed=2)
+    images, labels = tmp_path / "cells.tif", tmp_path / "cells_labels.tif"
+    save_tiff(sequence, images, labels)
+    keyframe_labels = np.zeros_like(sequence.labels, dtype=np.int64)
+    keyframe_labels[2] = sequence.labels[2].astype(np.int64) * 300  # ids 300, 600, 900 on frame 2
+    tifffile.imwrite(labels, keyframe_labels, photometric="minisblack")
+    out = tmp_path / "out.tif"
+    assert main(["propagate", str(images), "--labels", str(labels), "--checkpoint", str(checkpoint),
+                 "--out", str(out), "--direction", "both"]) == 0
+    result = tifffile.imread(out)
+    assert result.shape == (4, 64, 64) and result.dtype == np.int64
+    np.testing.assert_array_equal(result[2], keyframe_labels[2])
+    assert set(np.unique(result)) <= {0, 300, 600, 900}
+
+
+def test_reference_frame_picks_one_frame_of_a_label_stack(tmp_path, checkpoint, davis) -> None:
+    root, sequence = davis
+    annotations = root / "Annotations" / "480p" / sequence.name
+    out = tmp_path / "one.tif"
+    assert main(["propagate", str(root / "JPEGImages" / "480p" / sequence.name), "--labels", str(annotations),
+                 "--reference-frame", "2", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    result = tifffile.imread(out)
+    np.testing.assert_array_equal(result[2], sequence.labels[2])
+    assert not np.array_equal(result[0], sequence.labels[0]) or not np.array_equal(result[4], sequence.labels[4])
+
+
+def test_errors_are_reported_without_a_traceback(tmp_path, checkpoint, davis, capsys) -> None:
+    root, sequence = davis
+    images = str(root / "JPEGImages" / "480p" / sequence.name)
+    labels = str(root / "Annotations" / "480p" / sequence.name / "00000.png")
+    assert main(["propagate", images, "--labels", labels, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
+    assert main(["propagate", images, "--labels", labels, "--checkpoint", str(checkpoint), "--out", labels]) == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), str(root)]) == 2
+    assert "holds no label sequences" in capsys.readouterr().err
