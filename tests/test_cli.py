@@ -12,7 +12,8 @@ import torch
 from rgmp_model import build_rgmp, save_checkpoint
 from rgmp_model.cli import main
 from rgmp_model.label_io import open_label_stack
-from rgmp_model.synthetic import save_davis_layout, save_tiff, synthetic_video
+from rgmp_model.synthetic import synthetic_video
+from rgmp_model.synthetic_io import save_davis_layout, save_tiff
 from rgmp_model.synthetic_microscopy import synthetic_microscopy
 
 
