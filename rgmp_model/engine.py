@@ -112,6 +112,9 @@ class PropagationSession:
         probabilities are resized back to full size before labels are taken.
     device: "auto" (cuda, mps, cpu), or a device name. precision: "auto" (bf16/fp16 autocast on
         CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
+    object_batch: most objects per network call; None = all objects of a frame in one batch on a
+        GPU, one at a time on the CPU (faster there). Aggregation always sees all objects.
+    The model is moved to ``device`` in channels-last memory format and put in eval mode.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class PropagationSession:
         max_size: int | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        object_batch: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -133,12 +137,14 @@ class PropagationSession:
         self.frames = FrameStack(frames)
         self.device = resolve_device(device)
         self.mode = mode
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         if scales is None:
             scales = OFFICIAL_SCALES if (mode == "official" or multiscale) else (1.0,)
+        if object_batch is None and self.device.type == "cpu":
+            object_batch = 1  # see inference.py: batching objects is slower on CPUs
         dtype = _autocast_dtype(precision, self.device, mode)
         propagator = OfficialPropagator if mode == "official" else BatchedPropagator
-        self._propagator = propagator(self.model, scales, dtype)
+        self._propagator = propagator(self.model, scales, dtype, object_batch)
         self.scales = self._propagator.scales
         full = (self.frames.height, self.frames.width)
         factor = 1.0 if max_size is None else min(1.0, max_size / max(full))

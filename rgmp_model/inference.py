@@ -11,7 +11,11 @@ background + K objects and the state to feed to the next frame.
   plus a separate pass for the union of all objects (background = 1 - its probability); scales
   0.5 / 0.75 / 1.0 averaged; frames padded so that 32 - (size mod 32) is always added; resizing
   as OpenCV's INTER_LINEAR (= bilinear, half-pixel centres, no antialiasing); the previous mask
-  kept at the padded size. The passes are batched, which changes nothing but the speed.
+  kept at the padded size. The passes may be batched, which changes nothing but the speed.
+
+How many masks go through the network per call is ``object_batch``: batching pays on a GPU, but
+on a CPU the per-object time grows with the batch (activations outgrow the caches), so the
+engine sends them one at a time there. The network runs in channels-last memory format.
 """
 
 from __future__ import annotations
@@ -88,27 +92,52 @@ class Reference:
 
 
 class _Propagator:
-    def __init__(self, model: RGMP, scales: Sequence[float], autocast_dtype: torch.dtype | None) -> None:
+    """Shared by both procedures: network calls with autocast, in chunks of at most
+    ``object_batch`` masks (None = all at once), in channels-last memory format."""
+
+    def __init__(
+        self,
+        model: RGMP,
+        scales: Sequence[float],
+        autocast_dtype: torch.dtype | None = None,
+        object_batch: int | None = None,
+    ) -> None:
         if not scales or any(not 0 < s <= 4 for s in scales):
             raise ValueError(f"scales must be a non-empty list of factors in (0, 4], got {scales}")
+        if object_batch is not None and object_batch < 1:
+            raise ValueError(f"object_batch must be >= 1 or None, got {object_batch}")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.autocast_dtype = autocast_dtype
+        self.object_batch = object_batch
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
+    def _chunks(self, count: int) -> list[slice]:
+        size = self.object_batch or count
+        return [slice(start, start + size) for start in range(0, count, size)]
+
+    def _encode(self, frame: Tensor, masks: Tensor):
+        frame = frame.contiguous(memory_format=torch.channels_last)
+        masks = masks[:, None].contiguous(memory_format=torch.channels_last)
+        return self.model.encode(frame, masks)
+
     def _object_probability(self, frame: Tensor, masks: Tensor, reference_r5: Tensor) -> Tensor:
         """frame (1, 3, H, W), masks (B, H, W), H and W multiples of 32 -> (B, H, W) P(object)."""
-        with self._autocast(frame.device):
-            logits = self.model.decode(self.model.encode(frame, masks), reference_r5).logits
-        return torch.softmax(logits.float(), dim=1)[:, 1]
+        probabilities = []
+        for chunk in self._chunks(len(masks)):
+            with self._autocast(frame.device):
+                logits = self.model.decode(self._encode(frame, masks[chunk]), reference_r5[chunk]).logits
+            probabilities.append(torch.softmax(logits.float(), dim=1)[:, 1])
+        return torch.cat(probabilities)
 
     def _reference_r5(self, frame: Tensor, masks: Tensor) -> Tensor:
+        """frame (1, 3, H, W), masks (B, H, W) -> (B, C5, H/32, W/32)."""
         with self._autocast(frame.device):
-            return self.model.encode(frame, masks).r5
+            return torch.cat([self._encode(frame, masks[chunk]).r5 for chunk in self._chunks(len(masks))])
 
 
 class BatchedPropagator(_Propagator):
@@ -148,8 +177,8 @@ class OfficialPropagator(_Propagator):
     """The authors' procedure (``run.py``: Infer_SO / Infer_MO with Encode_MS / Propagate_MS)."""
 
     def __init__(self, model: RGMP, scales: Sequence[float] = OFFICIAL_SCALES,
-                 autocast_dtype: torch.dtype | None = None) -> None:
-        super().__init__(model, scales, autocast_dtype)
+                 autocast_dtype: torch.dtype | None = None, object_batch: int | None = None) -> None:
+        super().__init__(model, scales, autocast_dtype, object_batch)
 
     @staticmethod
     def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:

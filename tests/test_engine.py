@@ -44,15 +44,15 @@ def run(session: PropagationSession, direction: str = "forward", **kwargs):
     return out, probabilities
 
 
-@pytest.mark.parametrize("num_objects", [1, 3])
-def test_official_mode_equals_the_authors_procedure(model, num_objects) -> None:
+@pytest.mark.parametrize("num_objects, object_batch", [(1, None), (3, None), (3, 4)])
+def test_official_mode_equals_the_authors_procedure(model, num_objects, object_batch) -> None:
     frames = textured_frames(4)
     labels = np.zeros((H, W), np.uint8)
     labels[4:18, 6:26] = 1
     if num_objects == 3:
         labels[20:34, 30:50] = 2
         labels[26:38, 4:20] = 3
-    session = PropagationSession(model, frames, mode="official", device="cpu")
+    session = PropagationSession(model, frames, mode="official", device="cpu", object_batch=object_batch)
     session.add_keyframe(0, labels)
     _, ours = run(session)
 
@@ -68,11 +68,12 @@ def test_official_mode_equals_the_authors_procedure(model, num_objects) -> None:
     assert informative > 0.02
 
 
-def test_batched_soft_aggregation_equals_per_object_computation(model) -> None:
+@pytest.mark.parametrize("object_batch", [3, None])
+def test_batched_soft_aggregation_equals_per_object_computation(model, object_batch) -> None:
     frames = textured_frames(3)
     labels = two_objects()
     labels[30:38, 2:10] = 3
-    session = PropagationSession(model, frames, device="cpu")
+    session = PropagationSession(model, frames, device="cpu", object_batch=object_batch)
     session.add_keyframe(0, labels)
     _, batched = run(session)
 
@@ -103,15 +104,18 @@ def test_soft_aggregate_sums_to_one_and_keeps_order() -> None:
     assert out[1, 0, 0] > out[2, 0, 0] and out[0, 0, 1] > out[1, 0, 1]
 
 
-def test_reference_is_encoded_once_per_object_batch_and_scale(model, monkeypatch) -> None:
+@pytest.mark.parametrize("object_batch, calls_per_step", [(2, 1), (None, 2)])
+def test_reference_is_encoded_once_per_object_and_scale(model, monkeypatch, object_batch, calls_per_step) -> None:
     calls = []
     original = model.encode
     monkeypatch.setattr(model, "encode", lambda f, m: calls.append(tuple(m.shape)) or original(f, m))
-    session = PropagationSession(model, textured_frames(5), multiscale=True, device="cpu")
+    session = PropagationSession(model, textured_frames(5), multiscale=True, device="cpu", object_batch=object_batch)
     session.add_keyframe(2, two_objects())
     list(session.propagate("both"))
-    # 3 scales x (1 reference batch + 4 propagated frames), each a batch of the 2 objects
-    assert len(calls) == 3 * (1 + 4) and all(shape[0] == 2 for shape in calls)
+    # 3 scales x (1 reference + 4 propagated frames); both objects in one batch, or (the CPU
+    # default) one object per call
+    assert len(calls) == 3 * (1 + 4) * calls_per_step
+    assert all(shape[0] == 2 // calls_per_step for shape in calls)
 
 
 def test_keyframes_are_never_changed_and_directions(model) -> None:
