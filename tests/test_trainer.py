@@ -1,0 +1,146 @@
+"""The trainer: configuration, learning, exact resume, outputs. Tiny networks and crops, CPU."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from rgmp_model import build_rgmp, load_checkpoint
+from training.config import STAGES, config_from_dict, load_config, parse_overrides
+from training.cli import CONFIG_DIR
+from training.objectives import ClipObjective, PairObjective
+from training.trainer import Trainer
+
+SIZE = 64
+
+
+class TinyPairs(Dataset):
+    """A small over-fit set: a textured square on a textured background, moved a few pixels
+    between reference and target; item k depends only on k (mod ``count``)."""
+
+    def __init__(self, count: int = 4) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return 256
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((11, k % self.count))
+        background = rng.random((3, SIZE, SIZE)).astype(np.float32) * 0.5
+        y, x = rng.integers(8, 32, size=2)
+        dy, dx = rng.integers(-4, 5, size=2)
+
+        def frame_and_mask(top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+            frame, mask = background.copy(), np.zeros((SIZE, SIZE), np.float32)
+            frame[:, top : top + 20, left : left + 20] = np.array([0.9, 0.2, 0.1], np.float32)[:, None, None]
+            mask[top : top + 20, left : left + 20] = 1
+            return frame, mask
+
+        reference, reference_mask = frame_and_mask(y, x)
+        target, target_mask = frame_and_mask(y + dy, x + dx)
+        previous = np.roll(target_mask, (1, -1), axis=(0, 1))
+        return {name: torch.from_numpy(value) for name, value in {
+            "reference_frame": reference, "reference_mask": reference_mask, "frame": target,
+            "mask": target_mask, "previous_mask": previous}.items()}
+
+
+def tiny_config(tmp_path, **optim):
+    return config_from_dict({
+        "stage": "pretrain", "output_dir": str(tmp_path), "device": "cpu",
+        "model": {"backbone": "resnet18", "decoder_channels": 8},
+        "data": {"batch_size": 2, "crop_size": [SIZE, SIZE]},
+        "optim": {"lr": 1e-3, "iterations": 6, **optim},
+        "schedule": {"log_every": 1, "checkpoint_every": 3, "validate_every": 1000},
+    })
+
+
+def pair_objective(model):
+    return PairObjective(model, aux_weight=0.5)
+
+
+def test_stage_configs_load_and_overrides_are_typed() -> None:
+    for stage in STAGES:
+        config = load_config(CONFIG_DIR / f"{stage}.yaml")
+        assert config.stage == stage
+    config = load_config(CONFIG_DIR / "pretrain.yaml", ["optim.lr=3e-4", "data.crop_size=[128, 96]", "optim.amp=false"])
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
+    assert config.data.crop_size == (128, 96) and config.optim.amp is False
+    assert config.data.sources[0].kind == "synthetic_video"
+    with pytest.raises(ValueError, match="unknown config key optim.learning_rate: allowed keys are lr"):
+        load_config(CONFIG_DIR / "pretrain.yaml", ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="optim.iterations: expected an integer"):
+        load_config(CONFIG_DIR / "pretrain.yaml", ["optim.iterations=ten"])
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_overrides(["optim.lr"])
+    with pytest.raises(ValueError, match="unknown data source kind"):
+        config_from_dict({"stage": "pretrain", "data": {"sources": [{"kind": "imagenet"}]}})
+    with pytest.raises(FileNotFoundError, match="missing.yaml does not exist"):
+        load_config("missing.yaml")
+
+
+def test_loss_falls_on_a_tiny_overfit_set(tmp_path) -> None:
+    config = tiny_config(tmp_path, iterations=50)
+    trainer = Trainer(config, TinyPairs(), pair_objective, show_progress=False)
+    trainer.fit()
+    losses = [loss for _, loss in trainer.history.losses]
+    assert len(losses) == 50
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < 0.5 * first, (first, last)
+
+
+def test_resumed_run_gives_the_same_losses_bitwise(tmp_path) -> None:
+    uninterrupted = Trainer(tiny_config(tmp_path / "a"), TinyPairs(), pair_objective, show_progress=False)
+    uninterrupted.fit()
+    stop_after = iter(range(100))
+    interrupted = Trainer(tiny_config(tmp_path / "b"), TinyPairs(), pair_objective, show_progress=False,
+                          should_stop=lambda: next(stop_after) >= 3)
+    interrupted.fit()
+    assert interrupted.history.iteration == 3
+    resumed = Trainer(tiny_config(tmp_path / "b"), TinyPairs(), pair_objective, show_progress=False)
+    resumed.fit()
+    assert resumed.history.losses == uninterrupted.history.losses  # bitwise, all six
+    for a, b in zip(load_checkpoint(tmp_path / "a" / "model.pt")[0].state_dict().values(),
+                    load_checkpoint(tmp_path / "b" / "model.pt")[0].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_outputs_log_plot_and_metadata(tmp_path) -> None:
+    progress = []
+    trainer = Trainer(tiny_config(tmp_path), TinyPairs(), pair_objective, show_progress=False,
+                      metadata={"note": "test"}, on_progress=lambda i, n, loss: progress.append((i, n)))
+    path = trainer.fit()
+    assert progress == [(i, 6) for i in range(1, 7)]
+    model, info = load_checkpoint(path)
+    assert info.metadata["recipe"] == "pretrain" and info.metadata["iterations"] == 6
+    assert info.metadata["note"] == "test" and len(info.metadata["loss_curve"]) == 6
+    rows = list(csv.DictReader((tmp_path / "train_log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "training.png").stat().st_size > 1000
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "checkpoints" / "last.pt").exists()
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_clip_objective_feeds_its_own_output_back() -> None:
+    torch.manual_seed(0)
+    model = build_rgmp("resnet18", 8)
+    frames = torch.rand(2, 3, 3, SIZE, SIZE)
+    labels = torch.zeros(2, 3, SIZE, SIZE, dtype=torch.long)
+    labels[:, :, 10:30, 10:30] = 1
+    labels[0, :, 40:60, 35:55] = 2
+    valid = torch.tensor([[True, True], [True, False]])
+    batch = {"frames": frames, "labels": labels, "object_valid": valid, "num_objects": torch.tensor([2, 1])}
+    calls = []
+    original = model.encode
+    model.encode = lambda f, m: calls.append(m.detach().clone()) or original(f, m)
+    loss = ClipObjective(model, aux_weight=0.5)(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.conv1_mask.weight.grad.abs().sum() > 0
+    # reference, frame 1 (previous = ground truth of frame 0), frame 2 (previous = soft output)
+    assert len(calls) == 3 and calls[1].shape[0] == 3
+    assert set(torch.unique(calls[1]).tolist()) == {0.0, 1.0}
+    soft = calls[2]
+    assert ((soft > 0.01) & (soft < 0.99)).float().mean() > 0.5  # the network's own soft output

@@ -1,0 +1,259 @@
+"""Training configuration: frozen dataclasses, one YAML file per stage, ``key=value`` overrides.
+
+    config = load_config("training/configs/pretrain.yaml", ["optim.lr=3e-4", "data.batch_size=8"])
+
+Every section and field is typed; YAML values and overrides are converted to the field's type
+(so ``optim.lr=1e-4`` is a float although YAML would read it as a string), and unknown keys are
+errors that name the key and the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+STAGES = ("pretrain", "video", "finetune")
+SOURCE_KINDS = ("folder", "voc", "davis", "youtube_vos", "tiff", "synthetic_video", "synthetic_microscopy")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One data source. ``kind``: folder (images + ``masks`` folders), voc (Pascal VOC root),
+    davis (DAVIS root; ``sequences``/``exclude`` select sequences), youtube_vos (a YouTube-VOS
+    split folder), tiff (image stack ``path`` + label stack ``labels``), synthetic_video or
+    synthetic_microscopy (``count`` generated sequences). ``weight``: sampling weight."""
+
+    kind: str
+    path: str | None = None
+    masks: str | None = None
+    labels: str | None = None
+    sequences: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    count: int = 64
+    num_frames: int = 24
+    size: tuple[int, int] = (240, 320)
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown data source kind {self.kind!r}: choose one of {', '.join(SOURCE_KINDS)}")
+        needs_path = self.kind in ("folder", "voc", "davis", "youtube_vos", "tiff")
+        if needs_path and not self.path:
+            raise ValueError(f"a {self.kind} data source needs a path")
+        if self.kind == "folder" and not self.masks:
+            raise ValueError("a folder data source needs 'masks' (the folder of mask images)")
+        if self.kind == "tiff" and not self.labels:
+            raise ValueError("a tiff data source needs 'labels' (the label stack)")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    backbone: str = "resnet18"
+    decoder_channels: int = 64
+    imagenet_weights: bool = False  # needs the torchvision weights in the torch cache
+    init_checkpoint: str | None = None  # start from these weights (e.g. the stage-1 result)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    sources: tuple[SourceSpec, ...] = (SourceSpec("synthetic_video"),)
+    crop_size: tuple[int, int] = (256, 256)
+    batch_size: int = 4
+    num_workers: int = 0
+    length: int = 1_000_000  # samples per epoch of the deterministic dataset
+    clip_length: int = 4  # video: frames per clip, the first annotated
+    max_skip: int = 3  # video: largest step between clip frames
+    max_objects: int = 3  # video: objects per clip
+    box_probability: float = 0.1  # static: previous mask replaced by the object's box
+    paste_probability: float = 0.2  # static: object pasted onto another image
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    iterations: int = 10_000
+    amp: bool = True  # autocast on CUDA only
+    amp_dtype: str = "bf16"  # bf16 or fp16 (fp16 uses a gradient scaler)
+    grad_clip: float | None = 10.0
+    aux_weight: float = 0.5  # weight of the mean loss of the 1/4..1/32 heads
+    bptt_frames: int | None = None  # video: detach the recurrence every N frames (None: never)
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    log_every: int = 10
+    checkpoint_every: int = 500
+    validate_every: int = 1000
+
+
+@dataclass(frozen=True)
+class ValidationSection:
+    sources: tuple[SourceSpec, ...] = ()
+    max_frames: int | None = 50  # per sequence, for speed (None: all)
+    max_size: int | None = 480  # working resolution bound of the propagation
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    images: str | None = None
+    labels: str | None = None
+    base: str | None = None
+    out: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True  # continue from output_dir/checkpoints/last.pt when it exists
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.optim.amp_dtype not in ("bf16", "fp16"):
+            raise ValueError(f"optim.amp_dtype must be bf16 or fp16, got {self.optim.amp_dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML and checkpoint metadata."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML value to the type ``hint`` (dataclasses, tuples, optionals, scalars)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except (TypeError, ValueError) as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if errors else f"{where}: cannot convert {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}") from None
+        if hint is int and isinstance(value, float) and value != number:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"{where}: unsupported config type {hint!r}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config key {where + '.' if where else ''}{unknown[0]}: allowed keys are {', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """["optim.lr=1e-4", "data.crop_size=[128, 128]"] -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value (e.g. optim.lr=1e-4)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else None)
+    return tree
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(values: dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
+    """A TrainConfig from a nested dict and ``key=value`` overrides."""
+    return _build(TrainConfig, _merge(values, parse_overrides(overrides)), "")
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a stage's YAML file and apply ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (see training/configs/ for examples)")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections")
+    return config_from_dict(values, overrides)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

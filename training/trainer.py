@@ -1,0 +1,296 @@
+"""One trainer for every stage: Adam, AMP on CUDA, torchrun DDP, atomic checkpoints with exact
+resume, periodic validation J&F, a CSV log, tqdm progress and a PNG plot at the end.
+
+Files written under ``config.output_dir``:
+  checkpoints/last.pt   training state (model, optimiser, scaler, RNG states, iteration, history),
+                        rewritten atomically every ``schedule.checkpoint_every`` iterations
+  model.pt              the trained network in napari-rgmp's checkpoint format, with metadata
+  train_log.csv         iteration, loss, learning rate, seconds, samples/s
+  validation.csv        iteration, sequence, J, F, J&F (overall rows: sequence "overall")
+  training.png          loss and validation J&F curves
+  config.yaml           the resolved configuration
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from rgmp_model.checkpoint import load_checkpoint, save_checkpoint, state_dict_sha256
+from rgmp_model.network import RGMP, build_rgmp
+
+from .config import TrainConfig, save_config
+from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime
+from .plot import plot_training
+from .validation import validate
+
+ObjectiveFactory = Callable[[RGMP], nn.Module]
+_CURVE_POINTS = 500  # loss-curve points kept in the exported checkpoint's metadata
+
+
+@dataclass
+class TrainingHistory:
+    iteration: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (iteration, overall J&F)
+
+
+def build_model(config: TrainConfig) -> RGMP:
+    """The network a run starts from: ``model.init_checkpoint`` or a new one."""
+    if config.model.init_checkpoint:
+        return load_checkpoint(config.model.init_checkpoint)[0]
+    return build_rgmp(config.model.backbone, config.model.decoder_channels, config.model.imagenet_weights)
+
+
+def _atomic_save(payload: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs ``config.optim.iterations`` steps of ``objective_factory(model)(batch) -> loss`` over
+    ``dataset`` (a map-style dataset whose item k depends only on k).
+
+    on_progress(iteration, total, loss) is called after every step; should_stop() is checked
+    before every step and ends the run early (the state is saved, so it can be resumed).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        objective_factory: ObjectiveFactory,
+        *,
+        validation_sequences: Sequence[Any] = (),
+        model: RGMP | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_progress: Callable[[int, int, float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.objective_factory = objective_factory
+        self.validation_sequences = list(validation_sequences)
+        self.model = model
+        self.metadata = dict(metadata or {})
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.show_progress = show_progress
+        self.history = TrainingHistory()
+        self.output_dir = Path(config.output_dir)
+        self.state_path = self.output_dir / "checkpoints" / "last.pt"
+
+    # --------------------------------------------------------------------------------- setup
+    def _amp(self, device: torch.device) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler]:
+        optim = self.config.optim
+        enabled = optim.amp and device.type == "cuda"
+        dtype = torch.bfloat16 if optim.amp_dtype == "bf16" else torch.float16
+        autocast = torch.autocast("cuda", dtype=dtype) if enabled else contextlib.nullcontext()
+        return autocast, torch.amp.GradScaler(device.type, enabled=enabled and dtype == torch.float16)
+
+    def _resume(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.history = TrainingHistory(
+            state["iteration"], [tuple(x) for x in state["losses"]], [tuple(x) for x in state["validation"]]
+        )
+
+    def _save_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        _atomic_save(
+            {
+                "iteration": self.history.iteration,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "losses": self.history.losses,
+                "validation": self.history.validation,
+                "config": self.config.to_dict(),
+            },
+            self.state_path,
+        )
+
+    # --------------------------------------------------------------------------------- run
+    def fit(self) -> Path:
+        """Train (or resume and continue); returns the path of the exported ``model.pt``."""
+        config = self.config
+        runtime = init_runtime(config.device)
+        try:
+            return self._fit(runtime)
+        finally:
+            shutdown_runtime(runtime)
+
+    def _fit(self, runtime: Runtime) -> Path:
+        config, device = self.config, runtime.device
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        model = self.model if self.model is not None else build_model(config)
+        model = model.to(device, memory_format=torch.channels_last).train()
+        objective = self.objective_factory(model)
+        step_module: nn.Module = objective
+        if runtime.distributed:
+            step_module = DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=config.optim.aux_weight == 0,
+            )
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        autocast, scaler = self._amp(device)
+        if config.resume and self.state_path.is_file():
+            self._resume(model, optimizer, scaler)
+        if runtime.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.output_dir / "config.yaml")
+
+        batch_size = config.data.batch_size
+        sampler = ResumableDistributedSampler(
+            self.dataset, runtime.world_size, runtime.rank, seed=config.seed, start=self.history.iteration * batch_size
+        )
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
+                            drop_last=True, pin_memory=device.type == "cuda")
+        batches = iter(loader)
+        total = config.optim.iterations
+        bar = tqdm(total=total, initial=self.history.iteration, unit="it", desc=config.stage,
+                   disable=not (runtime.is_main and self.show_progress))
+        started, first_iteration = time.perf_counter(), self.history.iteration
+        while self.history.iteration < total:
+            if self.should_stop is not None and self.should_stop():
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            with autocast:
+                loss = step_module(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            value = self._mean_over_ranks(loss.detach(), runtime)
+            self.history.iteration += 1
+            iteration = self.history.iteration
+            self.history.losses.append((iteration, value))
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}")
+            if runtime.is_main and (iteration % config.schedule.log_every == 0 or iteration == total):
+                elapsed = time.perf_counter() - started
+                rate = (iteration - first_iteration) * batch_size * runtime.world_size / max(elapsed, 1e-9)
+                self._log(iteration, value, elapsed, rate)
+            if self.on_progress is not None:
+                self.on_progress(iteration, total, value)
+            if iteration % config.schedule.checkpoint_every == 0:
+                self._checkpoint(runtime, model, optimizer, scaler)
+            if self.validation_sequences and iteration % config.schedule.validate_every == 0:
+                self._validate(runtime, model)
+        bar.close()
+        self._checkpoint(runtime, model, optimizer, scaler)
+        return self._finish(runtime, model)
+
+    @staticmethod
+    def _mean_over_ranks(loss: torch.Tensor, runtime: Runtime) -> float:
+        if runtime.distributed:
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss /= runtime.world_size
+        return float(loss)
+
+    def _checkpoint(self, runtime: Runtime, model: RGMP, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler) -> None:
+        if runtime.is_main:
+            self._save_state(model, optimizer, scaler)
+        runtime.barrier()
+
+    def _log(self, iteration: int, loss: float, elapsed: float, samples_per_second: float) -> None:
+        """One row of train_log.csv (seconds and rate since this process started training)."""
+        path = self.output_dir / "train_log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as stream:
+            writer = csv.writer(stream)
+            if new:
+                writer.writerow(["iteration", "loss", "lr", "seconds", "samples_per_second"])
+            writer.writerow([iteration, f"{loss:.6f}", self.config.optim.lr, f"{elapsed:.2f}", f"{samples_per_second:.2f}"])
+
+    def _validate(self, runtime: Runtime, model: RGMP) -> None:
+        if runtime.is_main:
+            result = validate(model, self.validation_sequences, runtime.device,
+                              self.config.validation.max_frames, self.config.validation.max_size)
+            model.train()
+            iteration = self.history.iteration
+            self.history.validation.append((iteration, result.overall.jf_mean))
+            path = self.output_dir / "validation.csv"
+            new = not path.exists()
+            with path.open("a", newline="") as stream:
+                writer = csv.writer(stream)
+                if new:
+                    writer.writerow(["iteration", "sequence", "j", "f", "jf"])
+                for scores in result.sequences:
+                    writer.writerow([iteration, scores.name, f"{scores.j_mean:.4f}", f"{scores.f_mean:.4f}", f"{scores.jf_mean:.4f}"])
+                overall = result.overall
+                writer.writerow([iteration, "overall", f"{overall.j_mean:.4f}", f"{overall.f_mean:.4f}", f"{overall.jf_mean:.4f}"])
+        runtime.barrier()
+
+    def _finish(self, runtime: Runtime, model: RGMP) -> Path:
+        path = self.output_dir / "model.pt"
+        if runtime.distributed:  # every rank records its weights: they must be identical
+            digest = state_dict_sha256(model.state_dict())
+            (self.output_dir / f"weights_rank{runtime.rank}.sha256").write_text(digest + "\n")
+        if runtime.is_main:
+            step = max(1, len(self.history.losses) // _CURVE_POINTS)
+            metadata = {
+                "recipe": self.config.stage,
+                "config": self.config.to_dict(),
+                "data": [source["kind"] + (f":{source['path']}" if source.get("path") else "")
+                         for source in self.config.to_dict()["data"]["sources"]],
+                "iterations": self.history.iteration,
+                "loss_curve": [list(x) for x in self.history.losses[::step]],
+                "validation_jf": [list(x) for x in self.history.validation],
+                "base_checkpoint": self.config.model.init_checkpoint,
+                **self.metadata,
+            }
+            save_checkpoint(path, model, metadata)
+            plot_training(self.output_dir / "training.png", self.history.losses, self.history.validation)
+        runtime.barrier()
+        return path

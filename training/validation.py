@@ -1,0 +1,66 @@
+"""Validation J&F on held-out sequences, with the propagation engine and ``rgmp evaluate``'s
+metrics: propagate from the first annotated frame, score the annotated frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from rgmp_model.engine import PropagationSession
+from rgmp_model.metrics import OverallScores, SequenceScores, evaluate_sequence, summarize
+from rgmp_model.network import RGMP
+
+
+class FramesView:
+    """The first ``count`` frames of a lazy stack, still read one at a time."""
+
+    def __init__(self, stack: Any, count: int) -> None:
+        self._stack = stack
+        self.shape = (count, *tuple(stack.shape)[1:])
+        self.dtype = stack.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(index)
+        return np.asarray(self._stack[index])
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    sequences: tuple[SequenceScores, ...]
+    overall: OverallScores
+
+
+def validate(
+    model: RGMP,
+    sequences: Sequence[Any],
+    device: torch.device | str = "cpu",
+    max_frames: int | None = None,
+    max_size: int | None = None,
+) -> ValidationResult:
+    """Propagate each sequence (``name``, ``frames``, ``labels``, ``annotated``) forward from its
+    first annotated frame and score the annotated frames (DAVIS protocol). Leaves the model in
+    eval mode."""
+    if not sequences:
+        raise ValueError("no validation sequences: add validation sources to the config")
+    scores = []
+    for sequence in sequences:
+        first = sequence.annotated[0]
+        count = len(sequence.frames) if max_frames is None else min(len(sequence.frames), first + max_frames)
+        frames = FramesView(sequence.frames, count)
+        keyframe = np.asarray(sequence.labels[first])
+        session = PropagationSession(model, frames, max_size=max_size, device=device)
+        session.add_keyframe(first, keyframe)
+        scored = [t for t in sequence.annotated if t < count]
+        wanted = set(scored)
+        predicted = {t: labels for t, labels, _ in session.propagate("forward") if t in wanted}
+        prediction = np.stack([predicted[t] for t in scored])
+        truth = np.stack([np.asarray(sequence.labels[t]) for t in scored]).astype(np.int64)
+        scores.append(evaluate_sequence(prediction.astype(np.int64), truth, name=sequence.name))
+    return ValidationResult(tuple(scores), summarize(scores))
