@@ -43,7 +43,7 @@ def _existing(path: PathLike) -> Path:
     return p
 
 
-class _LazyFrames:
+class LazyFrames:
     """Array-like over frames read on demand; subclasses set ``shape``/``dtype`` and ``_read_frame``."""
 
     shape: tuple[int, ...]
@@ -103,7 +103,7 @@ class _LazyFrames:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
 
 
-class FrameFolder(_LazyFrames):
+class FrameFolder(LazyFrames):
     """Lazy (T,H,W) or (T,H,W,C) stack over a folder of single-frame image files.
 
     Files with a suffix in ``suffixes`` (hidden files skipped) are sorted in natural order;
@@ -191,7 +191,7 @@ def _apply_layout(data: np.ndarray, layout: tuple[tuple[int, ...], list[int], tu
     return view if view.shape == out else view[np.newaxis]
 
 
-class TiffFrames(_LazyFrames):
+class TiffFrames(LazyFrames):
     """Lazy (T,H,W) or (T,H,W,C) view of a TIFF series with one page per frame.
 
     ``stack[t]`` decodes only page ``t`` (compressed stacks that cannot be memory-mapped).
