@@ -11,7 +11,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-from rgmp_model import stack_io
 from rgmp_model.label_io import (
     LabelStackWriter,
     davis_palette,
@@ -21,7 +20,6 @@ from rgmp_model.label_io import (
     write_palette_png,
 )
 from rgmp_model.stack_io import (
-    IMAGE_SUFFIXES,
     FrameFolder,
     TiffFrames,
     natural_sort_key,

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="finetune: checkpoint to start from")
     parser.add_argument("--out", type=Path, help="finetune: path of the new checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --config
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as error:

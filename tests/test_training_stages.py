@@ -1,0 +1,139 @@
+"""Every training stage end to end on synthetic data: pretrain, video, fine-tune, torchrun DDP.
+Tiny networks and crops on the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rgmp_model import PropagationSession, build_rgmp, load_checkpoint, save_checkpoint
+from rgmp_model.metrics import jaccard
+from rgmp_model.synthetic import synthetic_video
+from training.cli import main as train_main
+from training.config import config_from_dict
+from training.data import build_stage
+from training.finetune import finetune_on_stack
+from training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = [{"kind": "synthetic_video", "count": 3, "num_frames": 8, "size": [64, 80]},
+             {"kind": "synthetic_microscopy", "count": 2, "num_frames": 8, "size": [64, 64]}]
+
+
+def tiny(stage: str, output_dir: Path, iterations: int = 3, **sections) -> dict:
+    values = {
+        "stage": stage, "output_dir": str(output_dir), "device": "cpu",
+        "model": {"backbone": "resnet18", "decoder_channels": 8},
+        "data": {"sources": SYNTHETIC, "crop_size": [64, 64], "batch_size": 2, "clip_length": 3, "max_objects": 2},
+        "optim": {"lr": 1e-3, "iterations": iterations},
+        "schedule": {"log_every": 1, "checkpoint_every": 2, "validate_every": 2},
+        "validation": {"sources": [{"kind": "synthetic_video", "count": 1, "num_frames": 5, "size": [64, 80]}],
+                       "max_frames": 5, "max_size": None},
+    }
+    for key, value in sections.items():
+        values[key] = {**values.get(key, {}), **value}
+    return values
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "video"])
+def test_stage_runs_a_few_iterations_with_validation(tmp_path, stage) -> None:
+    config = config_from_dict(tiny(stage, tmp_path))
+    dataset, objective, validation = build_stage(config)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    expected = {"pretrain": {"reference_frame", "reference_mask", "frame", "mask", "previous_mask"},
+                "video": {"frames", "labels", "object_valid", "num_objects"}}[stage]
+    assert set(batch) == expected
+    assert len(validation) == 1
+    trainer = Trainer(config, dataset, objective, validation_sequences=validation, show_progress=False)
+    path = trainer.fit()
+    assert trainer.history.iteration == 3 and all(np.isfinite(loss) for _, loss in trainer.history.losses)
+    assert [it for it, _ in trainer.history.validation] == [2]
+    assert 0.0 <= trainer.history.validation[0][1] <= 1.0
+    assert (tmp_path / "validation.csv").read_text().count("overall") == 1
+    model, info = load_checkpoint(path)
+    assert info.metadata["recipe"] == stage and info.metadata["iterations"] == 3
+    assert info.metadata["data"] == ["synthetic_video", "synthetic_microscopy"]
+
+
+def test_cli_runs_a_stage_from_a_yaml_file(tmp_path, capsys) -> None:
+    config_path = tmp_path / "pretrain.yaml"
+    config_path.write_text(yaml.safe_dump(tiny("pretrain", tmp_path / "run", validation={"sources": []})))
+    assert train_main(["pretrain", "--config", str(config_path), "optim.iterations=2"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "model.pt")[1].metadata["iterations"] == 2
+    assert train_main(["pretrain", "--config", str(config_path), "optim.nope=2"]) == 2
+    assert "unknown config key optim.nope" in capsys.readouterr().err
+
+
+def test_torchrun_two_ranks_with_gloo_end_with_identical_weights(tmp_path) -> None:
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(tiny("pretrain", tmp_path / "run", iterations=3, validation={"sources": []})))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "training.cli", "pretrain", "--config", str(config_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = [(tmp_path / "run" / f"weights_rank{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    model, info = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert info.metadata["iterations"] == 3
+    # the ranks trained (the weights moved away from the identical initialisation)
+    torch.manual_seed(0)
+    initial = build_rgmp("resnet18", 8)
+    assert not torch.equal(model.decoder.pred2.weight, initial.decoder.pred2.weight)
+
+
+def _mean_j(model, frames, labels, annotated) -> float:
+    session = PropagationSession(model, frames, device="cpu")
+    for t in annotated:
+        session.add_keyframe(t, labels[t])
+    scores = []
+    for t, predicted, _ in session.propagate("both"):
+        if t in annotated:
+            continue
+        for object_id in np.unique(labels[t])[1:]:
+            scores.append(jaccard(predicted == object_id, labels[t] == object_id))
+    return float(np.mean(scores))
+
+
+def test_finetuning_on_two_annotated_frames_beats_the_base_model(tmp_path) -> None:
+    sequence = synthetic_video(num_frames=10, height=64, width=80, num_objects=2, seed=5)
+    labels = np.zeros_like(sequence.labels)
+    annotated = [0, 6]
+    labels[annotated] = sequence.labels[annotated]
+    torch.manual_seed(0)
+    base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 16), {"recipe": "random"})
+    progress = []
+    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "tuned.pt", iterations=120, lr=1e-3,
+                            crop_size=(64, 64), batch_size=4, device="cpu",
+                            on_progress=lambda i, n, loss: progress.append(loss))
+    tuned, info = load_checkpoint(out)
+    assert info.metadata["base_checkpoint"] == str(base) and info.metadata["frames_used"] == annotated
+    assert info.metadata["iterations"] == 120 and len(info.metadata["loss_curve"]) == 120
+    base_j = _mean_j(load_checkpoint(base)[0], sequence.frames, sequence.labels, annotated)
+    tuned_j = _mean_j(tuned, sequence.frames, sequence.labels, annotated)
+    assert tuned_j > base_j + 0.1, (base_j, tuned_j)
+    assert np.mean(progress[-20:]) < np.mean(progress[:20])
+
+
+def test_finetune_errors_and_stop(tmp_path) -> None:
+    sequence = synthetic_video(num_frames=4, height=64, width=80, num_objects=1, seed=1)
+    base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 8))
+    with pytest.raises(ValueError, match="no frame of the label stack holds labels"):
+        finetune_on_stack(sequence.frames, np.zeros_like(sequence.labels), base, out=tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="do not match"):
+        finetune_on_stack(sequence.frames, sequence.labels[:, :10], base, out=tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        finetune_on_stack(sequence.frames, sequence.labels, tmp_path / "missing.pt", out=tmp_path / "x.pt")
+    labels = np.zeros_like(sequence.labels)
+    labels[0] = sequence.labels[0]
+    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "stopped.pt", iterations=50,
+                            crop_size=(64, 64), batch_size=2, device="cpu", should_stop=iter([False, False, True]).__next__)
+    assert load_checkpoint(out)[1].metadata["iterations"] == 2
