@@ -16,7 +16,6 @@ _MARGIN = 50
 def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
            points: Sequence[tuple[float, float]], colour: tuple[int, int, int], y_range: tuple[float, float] | None) -> None:
     left, top, right, bottom = box
-    draw.rectangle(box, outline=(0, 0, 0))
     draw.text((left, top - 16), title, fill=(0, 0, 0))
     if not points:
         draw.text((left + 10, top + 10), "no data yet", fill=(120, 120, 120))
@@ -36,7 +35,8 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str
         y = y0 + fraction * (y1 - y0)
         _, py = to_pixel(x0, y)
         draw.line([(left, py), (right, py)], fill=(225, 225, 225))
-        draw.text((4, py - 6), f"{y:.3g}", fill=(0, 0, 0))
+        draw.text((left - _MARGIN + 4, py - 6), f"{y:.3g}", fill=(0, 0, 0))
+    draw.rectangle(box, outline=(0, 0, 0))
     draw.text((left, bottom + 4), f"{x0:g}", fill=(0, 0, 0))
     draw.text((right - 40, bottom + 4), f"{x1:g} it", fill=(0, 0, 0))
     pixels = [to_pixel(x, y) for x, y in points if math.isfinite(y)]
@@ -46,9 +46,20 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str
         draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
 
 
+def binned(points: Sequence[tuple[float, float]], bins: int = 300) -> list[tuple[float, float]]:
+    """At most ``bins`` (mean x, mean y) points of consecutive runs: a readable loss curve."""
+    if len(points) <= bins:
+        return list(points)
+    size = math.ceil(len(points) / bins)
+    chunks = [points[i : i + size] for i in range(0, len(points), size)]
+    return [(sum(p[0] for p in c) / len(c), sum(p[1] for p in c) / len(c)) for c in chunks]
+
+
 def plot_training(path: str | Path, losses: Sequence[tuple[float, float]],
                   validation: Sequence[tuple[float, float]]) -> Path:
-    """Write a PNG with two panels: loss per iteration and validation J&F per iteration."""
+    """Write a PNG with two panels: the loss per iteration (bin means beyond 300 points) and the
+    validation J&F per iteration."""
+    losses = binned(losses)
     image = Image.new("RGB", _SIZE, "white")
     draw = ImageDraw.Draw(image)
     half = _SIZE[0] // 2
