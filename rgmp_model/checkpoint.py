@@ -110,6 +110,14 @@ def save_checkpoint(
         "metadata": meta,
         "sha256": state_dict_sha256(state),
     }
+    atomic_save(payload, path)
+    return path
+
+
+def atomic_save(payload: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a
+    half-written file under ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -119,7 +127,6 @@ def save_checkpoint(
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RGMP, CheckpointInfo]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from rgmp_model.checkpoint import load_checkpoint, save_checkpoint, state_dict_sha256
+from rgmp_model.checkpoint import atomic_save, load_checkpoint, save_checkpoint, state_dict_sha256
 from rgmp_model.network import RGMP, build_rgmp
 
 from .config import TrainConfig, save_config
@@ -56,16 +54,14 @@ def build_model(config: TrainConfig) -> RGMP:
     return build_rgmp(config.model.backbone, config.model.decoder_channels, config.model.imagenet_weights)
 
 
-def _atomic_save(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _append_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Append rows to a CSV file, writing the header first when the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as stream:
+        writer = csv.writer(stream)
+        if new:
+            writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -140,7 +136,7 @@ class Trainer:
         )
 
     def _save_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        _atomic_save(
+        atomic_save(
             {
                 "iteration": self.history.iteration,
                 "model": model.state_dict(),
@@ -245,13 +241,8 @@ class Trainer:
 
     def _log(self, iteration: int, loss: float, elapsed: float, samples_per_second: float) -> None:
         """One row of train_log.csv (seconds and rate since this process started training)."""
-        path = self.output_dir / "train_log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as stream:
-            writer = csv.writer(stream)
-            if new:
-                writer.writerow(["iteration", "loss", "lr", "seconds", "samples_per_second"])
-            writer.writerow([iteration, f"{loss:.6f}", self.config.optim.lr, f"{elapsed:.2f}", f"{samples_per_second:.2f}"])
+        _append_csv(self.output_dir / "train_log.csv", ["iteration", "loss", "lr", "seconds", "samples_per_second"],
+                    [[iteration, f"{loss:.6f}", self.config.optim.lr, f"{elapsed:.2f}", f"{samples_per_second:.2f}"]])
 
     def _validate(self, runtime: Runtime, model: RGMP) -> None:
         if runtime.is_main:
@@ -260,16 +251,10 @@ class Trainer:
             model.train()
             iteration = self.history.iteration
             self.history.validation.append((iteration, result.overall.jf_mean))
-            path = self.output_dir / "validation.csv"
-            new = not path.exists()
-            with path.open("a", newline="") as stream:
-                writer = csv.writer(stream)
-                if new:
-                    writer.writerow(["iteration", "sequence", "j", "f", "jf"])
-                for scores in result.sequences:
-                    writer.writerow([iteration, scores.name, f"{scores.j_mean:.4f}", f"{scores.f_mean:.4f}", f"{scores.jf_mean:.4f}"])
-                overall = result.overall
-                writer.writerow([iteration, "overall", f"{overall.j_mean:.4f}", f"{overall.f_mean:.4f}", f"{overall.jf_mean:.4f}"])
+            rows = [(scores.name, scores.j_mean, scores.f_mean, scores.jf_mean) for scores in result.sequences]
+            rows.append(("overall", result.overall.j_mean, result.overall.f_mean, result.overall.jf_mean))
+            _append_csv(self.output_dir / "validation.csv", ["iteration", "sequence", "j", "f", "jf"],
+                        [[iteration, name, f"{j:.4f}", f"{f:.4f}", f"{jf:.4f}"] for name, j, f, jf in rows])
         runtime.barrier()
 
     def _finish(self, runtime: Runtime, model: RGMP) -> Path:
