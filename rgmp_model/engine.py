@@ -13,7 +13,7 @@ keyframe's reference features are held in memory at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -183,6 +183,32 @@ class PropagationSession:
             raise ValueError("the label stack has no labels on any frame: paint at least one object")
         return added
 
+    @torch.inference_mode()
+    def add_box_keyframe(self, frame_index: int, boxes: Any) -> np.ndarray:
+        """Start from boxes instead of masks (as MaskTrackBox): ``boxes`` is an (H, W) label
+        image of filled rectangles, one id per object. The network refines them in one pass on
+        their own frame (reference = the frame and the boxes, previous mask = the boxes); the
+        result, kept inside each box, becomes the keyframe. An object the network finds nothing
+        of keeps its box as its mask (visible, and correctable). Returns the (H, W) labels."""
+        index = self._frame_index(frame_index)
+        box_labels = validate_label_frame(boxes, (self.frames.height, self.frames.width), index)
+        if not box_labels.any():
+            raise ValueError(f"no box on frame {index}: draw at least one rectangle on it")
+        objects = ObjectIds.from_frames([box_labels])
+        channels = torch.from_numpy(objects.channels(box_labels)).to(self.device)
+        active = torch.arange(1, len(objects) + 1, device=self.device)
+        masks = self._to_working((channels[None] == active[:, None, None]).float())
+        frame = self._frame(index)
+        reference = self._propagator.encode_reference(frame, masks)
+        probabilities, _ = self._propagator.step(reference, reference.initial_previous, frame)
+        _, refined, _ = self._result(index, probabilities, active, objects, keep=False)
+        refined = np.where(refined == box_labels, refined, 0).astype(box_labels.dtype)
+        for object_id in objects.ids:
+            if not (refined == object_id).any():
+                refined[box_labels == object_id] = object_id
+        self._keyframes[index] = refined
+        return refined.copy()
+
     def remove_keyframe(self, frame_index: int) -> None:
         self._keyframes.pop(self._frame_index(frame_index), None)
 
@@ -216,6 +242,7 @@ class PropagationSession:
         self,
         direction: str = "forward",
         *,
+        from_keyframes: Iterable[int] | None = None,
         include_keyframes: bool = True,
         keep_probabilities: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
@@ -224,6 +251,9 @@ class PropagationSession:
         every keyframe (unchanged) and every frame reachable in ``direction`` ("forward",
         "backward" or "both"), one at a time; the caller may stop at any point.
 
+        ``from_keyframes`` restricts the run to the stretches of those keyframes: after adding a
+        corrected keyframe, propagating from it alone recomputes exactly the frames that now
+        belong to it (the others would come out as before).
         Confidence of an object = mean probability over the pixels labelled as it (0 when it is
         lost). With ``keep_probabilities``, ``last_probabilities`` holds the yielded frame's
         (K+1, H, W) float32 probabilities (channel 0 background, then ``object_ids``).
@@ -231,6 +261,12 @@ class PropagationSession:
         """
         objects = self._objects()
         stretches = self.plan(direction)
+        if from_keyframes is not None:
+            wanted = {self._frame_index(t) for t in from_keyframes}
+            unknown = wanted - set(self._keyframes)
+            if unknown:
+                raise ValueError(f"frames {sorted(unknown)} are not keyframes: add them first")
+            stretches = [s for s in stretches if s.keyframe in wanted]
         total = sum(len(s.backward) + len(s.forward) + include_keyframes for s in stretches)
         done = 0
         for stretch in stretches:

@@ -323,3 +323,41 @@ def _cuda(model, frames, labels, precision) -> PropagationSession:
     session = PropagationSession(model, frames, device="cuda", precision=precision)
     session.add_keyframe(0, labels)
     return session
+
+
+def test_propagating_from_a_new_keyframe_changes_only_its_stretch(model) -> None:
+    frames = textured_frames(9)
+    session = PropagationSession(model, frames, device="cpu")
+    session.add_keyframe(0, two_objects())
+    session.add_keyframe(8, two_objects())
+    before = {t: labels for t, labels, _ in session.propagate("both")}
+    correction = np.roll(before[4], 3, axis=1)
+    correction[:4, :4] = 2
+    session.add_keyframe(4, correction)
+    partial = {t: labels for t, labels, _ in session.propagate("both", from_keyframes=[4])}
+    assert sorted(partial) == [3, 4, 5, 6]  # 2 stays with keyframe 0 (tie to the earlier), 7 with 8
+    full = {t: labels for t, labels, _ in session.propagate("both")}
+    for t in range(9):
+        expected = full[t]
+        np.testing.assert_array_equal(partial.get(t, before[t]), expected)
+    np.testing.assert_array_equal(partial[4], correction)
+    with pytest.raises(ValueError, match=r"frames \[5\] are not keyframes"):
+        list(session.propagate("both", from_keyframes=[5]))
+
+
+def test_box_keyframe_is_refined_inside_the_boxes(model) -> None:
+    frames = textured_frames(4)
+    boxes = np.zeros((H, W), np.uint16)
+    boxes[4:20, 4:26] = 7
+    boxes[22:38, 28:54] = 300
+    session = PropagationSession(model, frames, device="cpu")
+    refined = session.add_box_keyframe(1, boxes)
+    assert refined.dtype == np.uint16 and set(np.unique(refined)) <= {0, 7, 300}
+    assert set(np.unique(refined)) >= {7, 300}  # every object is kept (its box at worst)
+    assert not ((refined == 7) & (boxes != 7)).any() and not ((refined == 300) & (boxes != 300)).any()
+    assert session.keyframes == (1,)
+    out = {t: labels for t, labels, _ in session.propagate("both")}
+    np.testing.assert_array_equal(out[1], refined)
+    assert sorted(out) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="no box on frame 2"):
+        session.add_box_keyframe(2, np.zeros((H, W), np.uint8))
