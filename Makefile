@@ -7,10 +7,14 @@ GUI_PACKAGES := xvfb libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 lib
 	libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libdbus-1-3
 PYTEST_ARGS ?=
 
-.PHONY: test venv gui-deps clean
+.PHONY: test venv gui-deps screenshots clean
 
 test: venv gui-deps
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS)
+
+# PNGs of the real viewer with the widgets docked, before and after a propagation (README).
+screenshots: venv gui-deps
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py docs/images
 
 venv: $(VENV)/.installed
 

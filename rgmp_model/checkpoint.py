@@ -143,9 +143,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     state_dict = OrderedDict(
         (k, v.float() if v.is_floating_point() else v) for k, v in state_dict.items()
     )
-    missing, unexpected = _key_mismatch(model.state_dict(), state_dict)
-    if missing or unexpected:
-        raise ValueError(_mismatch_message(path, info.source, missing, unexpected))
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:  # e.g. shape mismatches
@@ -160,6 +157,18 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
 
 
 def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
+    """Read and check a checkpoint file: its layout, hash and key names (against a network
+    built on the meta device, which costs no memory)."""
+    config, state_dict, info = _read_payload(path)
+    with torch.device("meta"):
+        expected = RGMP(config).state_dict()
+    missing, unexpected = _key_mismatch(expected, state_dict)
+    if missing or unexpected:
+        raise ValueError(_mismatch_message(path, info.source, missing, unexpected))
+    return config, state_dict, info
+
+
+def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path")
     try:

@@ -71,8 +71,10 @@ def _add_propagate(commands: argparse._SubParsersAction) -> None:
 
 
 def _default_checkpoint() -> Path:
-    bundled = Path(__file__).with_name("weights") / "default.pt"
-    if bundled.is_file():
+    from .models import bundled_checkpoint
+
+    bundled = bundled_checkpoint()
+    if bundled is not None:
         return bundled
     raise FileNotFoundError(
         "no --checkpoint given and this napari-rgmp has no bundled default model: pass "

@@ -106,6 +106,8 @@ def test_foreign_state_dict_is_refused_naming_the_keys(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"resnet50\.pth does not fit") as error:
         load_checkpoint(path)
     assert "missing keys: decoder." in str(error.value) and "unexpected keys: bn1.bias" in str(error.value)
+    with pytest.raises(ValueError, match=r"resnet50\.pth does not fit"):  # the same verdict, no network built
+        read_checkpoint_info(path)
 
 
 def test_wrong_shapes_are_refused(tmp_path) -> None:

@@ -256,3 +256,29 @@ def test_import_napari_rgmp_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_widgets_load_inside_a_running_viewer_without_crashing() -> None:
+    """torchvision imports triton; triton's LLVM segfaulted a process whose OpenGL (Mesa) had
+    started, i.e. napari, as soon as a widget module loaded torchvision. The package keeps
+    triton out when imported inside napari."""
+    code = (
+        "import napari, sys\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "import napari_rgmp.propagate_widget, napari_rgmp.finetune_widget, torchvision\n"
+        "from torch.utils._triton import has_triton_package\n"
+        "assert sys.modules['triton'] is None and not has_triton_package()\n"
+        "viewer.close()\n"
+        "print('survived')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "survived" in done.stdout
+
+
+def test_torch_free_modules_stay_torch_free() -> None:
+    code = ("import sys, rgmp_model.synthetic, rgmp_model.metrics, rgmp_model.label_io, napari_rgmp.samples\n"
+            "napari_rgmp.samples.synthetic_video_sample()\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

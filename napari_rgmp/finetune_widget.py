@@ -1,0 +1,435 @@
+"""Fine-tune widget: adapt a checkpoint to the user's stack from the frames labelled so far.
+
+The widget checks the layers (through :mod:`napari_rgmp.layers`), then runs ONE call,
+``training.finetune.finetune_on_stack``, in a napari worker thread. Progress (iteration, total,
+loss) comes back through a Qt signal; Stop, closing the widget or closing the viewer end the run
+after the current iteration (the checkpoint is still written). torch and ``training`` are
+imported only when needed, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QCloseEvent, QDoubleValidator
+from qtpy.QtWidgets import (
+    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QWidget,
+)
+
+from .devices import available_devices
+from .finetune_job import LabelSnapshot, default_output, describe_checkpoint, error_message, file_key, run_finetune
+from .layer_combo import LayerCombo
+from .layers import LayerFrames, image_frames, labelled_frames, labels_frames, stack_axes
+from .plots import LinePlot
+
+if TYPE_CHECKING:
+    import napari
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILTER = "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+_SHOWN_FRAMES = 12  # training frames listed before "..."
+
+
+class ProgressRelay(QObject):
+    """Carries (iteration, total, loss) from the worker thread to the GUI thread (a queued
+    connection). It has no parent, so it outlives a widget deleted during a run."""
+
+    progressed = Signal(int, int, float)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for i, widget in enumerate(widgets):
+        layout.addWidget(widget, 1 if i == 0 else 0)
+    return row
+
+
+def _note() -> QLabel:
+    label = QLabel()
+    label.setWordWrap(True)
+    return label
+
+
+# ---------------------------------------------------------------------------------- widget
+class FinetuneWidget(QWidget):
+    """Dock widget: fine-tune a checkpoint on the frames of a Labels layer."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        from .checkpoints import registry  # imports torch: only when the widget is opened
+
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.pbar: progress | None = None
+        self._stop_event = threading.Event()
+        self._described: dict[str, tuple[tuple[int, int], str, bool]] = {}
+        self._browsed: list[str] = []
+        self._output_edited = False
+        self._watched: list[Any] = []
+        self._last_progress: tuple[int, int, float] | None = None
+        self._frames_timer = QTimer(self, singleShot=True, interval=200)  # debounces edits
+        self._frames_timer.timeout.connect(self.update_training_frames)
+        self._relay = ProgressRelay()
+        self.progressed = self._relay.progressed  # (iteration, total, loss), in the GUI thread
+        self.progressed.connect(self._on_progress)
+        self._build()
+
+        registry.changed.connect(self.refresh_checkpoints)
+        stop, changed, refresh = self._stop_event, registry.changed, self.refresh_checkpoints
+        # A run stops when the widget goes: deleted by Qt (its viewer closed), garbage-collected,
+        # closed, or taken out of its dock (see event()).
+        self.destroyed.connect(lambda *_: (stop.set(), changed.disconnect(refresh)))
+        weakref.finalize(self, stop.set)
+        self.viewer.dims.events.point.connect(self._on_point)
+        self.refresh_checkpoints()
+        self._on_image_changed()
+
+    # ------------------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.image_combo = LayerCombo(self.viewer, Image)
+        self.labels_combo = LayerCombo(self.viewer, Labels)
+        self.axis_combo, self.axis_label = QComboBox(), QLabel("stack axis")
+        self.frames_label, self.checkpoint_info, self.status_label = _note(), _note(), _note()
+        self.base_combo = QComboBox()
+        self.browse_button = QPushButton("Browse...")
+        self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=300, singleStep=50)
+        self.learning_rate = QLineEdit("5e-05")
+        validator = QDoubleValidator(0.0, 1.0, 12, self.learning_rate)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        self.learning_rate.setValidator(validator)
+        self.batch_size = QSpinBox(minimum=1, maximum=256, value=4)
+        self.crop_size = QSpinBox(minimum=32, maximum=2048, value=256, singleStep=32, suffix=" px")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())  # auto, cpu, cuda:N, mps
+        self.output_path = QLineEdit(placeholderText="where to save the fine-tuned checkpoint")
+        self.output_button = QPushButton("...", toolTip="choose where to save the fine-tuned checkpoint")
+        self.run_button, self.stop_button = QPushButton("Run"), QPushButton("Stop", enabled=False)
+        self.loss_plot = LinePlot(title="training loss", x_label="iteration")
+        self.loss_plot.setMinimumHeight(150)
+        self.loss_plot.setMaximumHeight(320)
+        for combo in (self.image_combo, self.labels_combo, self.base_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        for combo in (self.image_combo, self.labels_combo):  # follow renamed layers too
+            self.viewer.layers.events.renamed.connect(combo.refresh)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for label, field in [
+            ("image", self.image_combo), ("labels", self.labels_combo), (self.axis_label, self.axis_combo),
+            (None, self.frames_label), ("base", _row(self.base_combo, self.browse_button)),
+            (None, self.checkpoint_info), ("iterations", self.iterations), ("learning rate", self.learning_rate),
+            ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
+            ("output", _row(self.output_path, self.output_button)),
+        ]:
+            if label is None:
+                form.addRow(field)
+            else:
+                form.addRow(label, field)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for widget in (_row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
+            layout.addWidget(widget)
+        layout.addStretch(1)
+        self._inputs: list[QWidget] = [
+            self.image_combo, self.labels_combo, self.axis_combo, self.base_combo, self.browse_button,
+            self.iterations, self.learning_rate, self.batch_size, self.crop_size, self.device,
+            self.output_path, self.output_button,
+        ]
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.labels_combo.currentIndexChanged.connect(self._on_labels_changed)
+        self.axis_combo.currentIndexChanged.connect(self.schedule_frames_update)
+        self.base_combo.currentIndexChanged.connect(self._on_base_changed)
+        self.browse_button.clicked.connect(self._browse_checkpoint)
+        self.output_button.clicked.connect(self._browse_output)
+        self.output_path.textEdited.connect(self._on_output_edited)
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+
+    # ------------------------------------------------------------------------------ layers
+    def _watch(self, layers: list[Any]) -> None:
+        """Follow data edits (new data, painting) of the chosen layers."""
+        for emitter in self._watched:
+            emitter.disconnect(self._on_layer_data)
+        self._watched = [getattr(layer.events, name) for layer in layers if layer is not None
+                         for name in ("data", "paint") if hasattr(layer.events, name)]
+        for emitter in self._watched:
+            emitter.connect(self._on_layer_data)
+
+    def _on_image_changed(self, *_: Any) -> None:
+        self._fill_axes()
+        self._on_labels_changed()
+
+    def _on_labels_changed(self, *_: Any) -> None:
+        self._watch([self.image_combo.layer(), self.labels_combo.layer()])
+        self.schedule_frames_update()
+
+    def _on_layer_data(self, *_: Any) -> None:
+        self._fill_axes()
+        self.schedule_frames_update()
+
+    def _on_point(self, *_: Any) -> None:
+        if self.axis_combo.count() > 1:  # the other axes are fixed at the viewer's position
+            self.schedule_frames_update()
+
+    def _fill_axes(self) -> None:
+        layer = self.image_combo.layer()
+        axes = stack_axes(layer) if layer is not None else []
+        current = self.axis_combo.currentData()
+        names = list(getattr(layer, "axis_labels", ()) or ())
+        data = None if layer is None else layer.data[0] if layer.multiscale else layer.data
+        shape = tuple(data.shape) if data is not None else ()
+        self.axis_combo.blockSignals(True)
+        self.axis_combo.clear()
+        for axis in axes:
+            name = names[axis] if axis < len(names) else f"axis {axis}"
+            self.axis_combo.addItem(f"{name} ({shape[axis]} frames)" if axis < len(shape) else name, axis)
+        self.axis_combo.setCurrentIndex(max(self.axis_combo.findData(current), 0) if axes else -1)
+        self.axis_combo.blockSignals(False)
+        self.axis_combo.setVisible(len(axes) > 1)
+        self.axis_label.setVisible(len(axes) > 1)
+
+    def _current_step(self, layer: Any) -> tuple[int, ...]:
+        try:
+            return tuple(int(round(float(c))) for c in layer.world_to_data(self.viewer.dims.point))
+        except Exception:  # a layer without world coordinates: first index
+            return ()
+
+    def stacks(self) -> tuple[LayerFrames, LayerFrames, list[int]]:
+        """The image and label stacks and the labelled frames; ValueError says what is missing."""
+        image = self.image_combo.layer()
+        axis = self.axis_combo.currentData()
+        images = image_frames(image, 0 if axis is None else int(axis), self._current_step(image) if image else ())
+        labels_layer = self.labels_combo.layer()
+        labels = labels_frames(labels_layer, images, f"Image layer '{image.name}'")
+        frames = labelled_frames(labels)
+        if not frames:
+            raise ValueError(f"Labels layer '{labels_layer.name}' has no labels: paint the objects on at least "
+                             f"one frame (the labelled frames are the training frames)")
+        return images, labels, frames
+
+    def schedule_frames_update(self, *_: Any) -> None:
+        self._frames_timer.start()
+
+    def update_training_frames(self) -> None:
+        """Show the training frames (or why there are none) under the layer choices."""
+        try:
+            frames = self.stacks()[2]
+        except ValueError as error:
+            self.frames_label.setText(f"training frames: none ({error})")
+            return
+        shown = ", ".join(map(str, frames[:_SHOWN_FRAMES]))
+        more = f", ... ({len(frames)} frames)" if len(frames) > _SHOWN_FRAMES else ""
+        self.frames_label.setText(f"training frames: {shown}{more}")
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def refresh_checkpoints(self, *_: Any) -> None:
+        """Re-list the registry's checkpoints and the browsed ones, keeping the current choice."""
+        from .checkpoints import registry
+
+        current = self.base_combo.currentData()
+        paths = [str(p) for p in registry.paths()]
+        paths += [p for p in self._browsed if p not in paths]
+        self.base_combo.blockSignals(True)
+        self.base_combo.clear()
+        for path in paths:
+            self.base_combo.addItem(Path(path).name, path)
+            self.base_combo.setItemData(self.base_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        self.base_combo.setCurrentIndex(max(self.base_combo.findData(current), 0) if paths else -1)
+        self.base_combo.blockSignals(False)
+        if self.base_combo.currentData() != current or current is None:
+            self._on_base_changed()
+
+    def set_base_checkpoint(self, path: str | os.PathLike) -> None:
+        """Choose ``path`` as the base checkpoint (listed if it was not)."""
+        path = str(Path(path).expanduser().absolute())
+        if self.base_combo.findData(path) < 0:
+            self._browsed.append(path)
+            self.refresh_checkpoints()
+        self.base_combo.setCurrentIndex(self.base_combo.findData(path))
+
+    def base_checkpoint(self) -> Path | None:
+        data = self.base_combo.currentData()
+        return Path(data) if data else None
+
+    def _browse_checkpoint(self) -> None:
+        start = str(self.base_checkpoint().parent) if self.base_checkpoint() else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", start, CHECKPOINT_FILTER)
+        if path:
+            self.set_base_checkpoint(path)
+
+    def _on_base_changed(self, *_: Any) -> None:
+        base = self.base_checkpoint()
+        self.base_combo.setToolTip(str(base) if base else "")
+        if not self._output_edited:
+            self.output_path.setText(str(default_output(base)))
+        if base is None:
+            self.checkpoint_info.setText("no checkpoint yet: Browse... for one")
+            return
+        self.checkpoint_info.setText("reading the checkpoint...")
+        create_worker(describe_checkpoint, str(base), _connect={"returned": self._on_described},
+                      _start_thread=True)
+
+    def _on_described(self, result: tuple[str, tuple[int, int], str, bool]) -> None:
+        path, key, text, ok = result
+        self._described[path] = (key, text, ok)
+        if str(self.base_checkpoint()) == path:
+            self.checkpoint_info.setText(text if ok else f"not usable: {text}")
+        if ok and path in self._browsed:
+            from .checkpoints import registry
+
+            self._browsed.remove(path)
+            registry.add(path)  # the other widgets list it too
+
+    # ------------------------------------------------------------------------------ output
+    def set_output(self, path: str | os.PathLike) -> None:
+        """Save the fine-tuned checkpoint to ``path`` (no longer derived from the base)."""
+        self.output_path.setText(str(path))
+        self._output_edited = True
+
+    def _on_output_edited(self, text: str) -> None:
+        self._output_edited = bool(text.strip())
+
+    def _browse_output(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned checkpoint as",
+                                              self.output_path.text(), "PyTorch checkpoint (*.pt)")
+        if path:
+            self.set_output(path)
+
+    # ------------------------------------------------------------------------------ run
+    def request(self) -> dict[str, Any]:
+        """The arguments of the library call, after checking every input (ValueError /
+        FileNotFoundError with a message saying what to do)."""
+        images, labels, frames = self.stacks()
+        base = self.base_checkpoint()
+        if base is None:
+            raise ValueError("choose a base checkpoint: Browse... for an RGMP checkpoint (.pt / .pth)")
+        if not base.is_file():
+            raise FileNotFoundError(f"checkpoint {base} does not exist: choose another one with Browse...")
+        known = self._described.get(str(base))
+        if known is not None and known[0] == file_key(str(base)) and not known[2]:
+            raise ValueError(known[1])
+        try:
+            lr = float(self.learning_rate.text())
+        except ValueError:
+            lr = math.nan
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate {self.learning_rate.text()!r} is not a positive number: use e.g. 5e-5")
+        text = self.output_path.text().strip()
+        if not text:
+            raise ValueError("choose where to save the fine-tuned checkpoint (output)")
+        out = Path(text).expanduser()
+        if out.is_dir():
+            raise ValueError(f"output {out} is a folder: give a file name such as model-finetuned.pt")
+        if out.resolve() == base.resolve():
+            raise ValueError("the output would overwrite the base checkpoint: choose another output file")
+        options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
+                   "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
+        return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
+                "options": options}
+
+    def run(self) -> Any:
+        """Check the inputs and start the fine-tuning worker; returns it (None when refused)."""
+        if self.worker is not None:
+            show_info("fine-tuning is already running: Stop it first")
+            return None
+        try:
+            request = self.request()
+        except (ValueError, FileNotFoundError) as error:
+            show_error(str(error))
+            return None
+        stop = self._stop_event
+        stop.clear()
+        relay = self._relay
+
+        def on_progress(iteration: int, total: int, loss: float) -> None:
+            relay.progressed.emit(iteration, total, loss)
+
+        worker_box: list[Any] = []
+        worker = create_worker(
+            run_finetune, **request, on_progress=on_progress,
+            should_stop=lambda: stop.is_set() or any(w.abort_requested for w in worker_box),
+            _start_thread=False,
+            _connect={"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished},
+        )
+        worker_box.append(worker)
+        self.worker = worker
+        self._last_progress = None
+        total = request["options"]["iterations"]
+        self.loss_plot.clear()
+        self.loss_plot.set_x_range((0, total))
+        self.pbar = progress(total=total, desc="fine-tuning")
+        self.status_label.setText(f"starting: {total} iterations on {request['options']['device']}...")
+        self._set_running(True)
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """End the run after the current iteration (the checkpoint is still written)."""
+        if self.worker is not None:
+            self._stop_event.set()
+            self.stop_button.setEnabled(False)
+            self.status_label.setText("stopping after the current iteration...")
+
+    def _set_running(self, running: bool) -> None:
+        for widget in self._inputs:
+            widget.setEnabled(not running)
+        self.run_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def _on_progress(self, iteration: int, total: int, loss: float) -> None:
+        self._last_progress = (iteration, total, loss)
+        self.loss_plot.append(iteration, loss)
+        if self.pbar is not None:
+            self.pbar.update(iteration - self.pbar.n)
+            self.pbar.set_description(f"fine-tuning (loss {loss:.4f})")
+        if not self._stop_event.is_set():
+            self.status_label.setText(f"iteration {iteration} / {total}, loss {loss:.4f}")
+
+    def _on_returned(self, path: Path) -> None:
+        from .checkpoints import registry
+
+        registry.add(path)
+        done = self._last_progress
+        early = f" (stopped after {done[0]} of {done[1]} iterations)" if done and done[0] < done[1] else ""
+        self.status_label.setText(f"saved {path}{early}")
+        show_info(f"fine-tuned checkpoint saved to {path}{early}")
+
+    def _on_errored(self, error: BaseException) -> None:
+        logger.error("fine-tuning failed", exc_info=error)
+        message = error_message(error)
+        self.status_label.setText(f"failed: {message}")
+        show_error(message)
+
+    def _on_finished(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+        self.worker = None
+        self._set_running(False)
+        if not self._output_edited:
+            self.output_path.setText(str(default_output(self.base_checkpoint())))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.stop()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.stop()  # napari took the widget out of its dock: the panel was closed
+        return super().event(event)
+
