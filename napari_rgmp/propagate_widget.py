@@ -21,6 +21,7 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -176,18 +177,22 @@ class PropagateWidget(QWidget):
         return frames, labels
 
     def _refresh_checkpoints(self, *_: Any) -> None:
-        current = self.checkpoint_combo.currentText()
+        """List the registry's checkpoints by file name (full path as item data and tooltip)."""
+        current = self.checkpoint()
         paths = [str(p) for p in registry.paths()]
         self.checkpoint_combo.blockSignals(True)
         self.checkpoint_combo.clear()
-        self.checkpoint_combo.addItems(paths + [BROWSE])
+        for path in paths:
+            self.checkpoint_combo.addItem(Path(path).name, path)
+            self.checkpoint_combo.setItemData(self.checkpoint_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        self.checkpoint_combo.addItem(BROWSE, None)
         if current in paths:
-            self.checkpoint_combo.setCurrentText(current)
+            self.checkpoint_combo.setCurrentIndex(paths.index(current))
         self.checkpoint_combo.blockSignals(False)
         self._show_checkpoint_info()
 
     def _checkpoint_chosen(self, index: int) -> None:
-        if self.checkpoint_combo.itemText(index) != BROWSE:
+        if self.checkpoint_combo.itemData(index) is not None:
             return
         path, _ = QFileDialog.getOpenFileName(self, "RGMP checkpoint", str(Path.home()), "Checkpoints (*.pt *.pth)")
         if path:
@@ -197,12 +202,14 @@ class PropagateWidget(QWidget):
 
     def set_checkpoint(self, path: str | Path) -> None:
         """Offer ``path`` (added to the shared list) and select it."""
-        path = registry.add(path)
-        self.checkpoint_combo.setCurrentText(str(path))
+        path = str(registry.add(path))
+        index = self.checkpoint_combo.findData(path)
+        if index >= 0:
+            self.checkpoint_combo.setCurrentIndex(index)
 
     def checkpoint(self) -> str | None:
-        text = self.checkpoint_combo.currentText()
-        return None if text in ("", BROWSE) else text
+        """Full path of the chosen checkpoint, or None."""
+        return self.checkpoint_combo.currentData()
 
     def _show_checkpoint_info(self, *_: Any) -> None:
         from rgmp_model import read_checkpoint_info
@@ -212,6 +219,7 @@ class PropagateWidget(QWidget):
             self.checkpoint_info.setText("no model yet: browse for a checkpoint (e.g. the authors' weights.pth)")
             return
         try:
+            self.checkpoint_combo.setToolTip(path)
             self.checkpoint_info.setText(read_checkpoint_info(path).describe())
         except (ValueError, FileNotFoundError) as error:
             self.checkpoint_info.setText(f"not usable: {str(error).splitlines()[0]}")

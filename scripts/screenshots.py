@@ -8,6 +8,8 @@ Steps, as a first-time user would take them:
   2. dock "Fine-tune", fine-tune a light model on the one labelled frame
      (the bundled default model when there is one, else a new ResNet-18 network) -> finetune-after.png
   3. propagate with the fine-tuned model, go to the least confident frame -> propagate-after.png
+  4. correct that frame (the sample's ground truth stands in for the user's brush strokes) and
+     press "Use this frame as a keyframe"                             -> propagate-corrected.png
 """
 
 from __future__ import annotations
@@ -48,8 +50,13 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
+    import torch
+
+    from napari_rgmp.samples import sample_video_sequence
     from rgmp_model import build_rgmp, save_checkpoint
     from rgmp_model.models import bundled_checkpoint
+
+    torch.manual_seed(0)
 
     work = Path(tempfile.mkdtemp(prefix="rgmp-screenshots-"))
     base = bundled_checkpoint() or save_checkpoint(work / "light-resnet18.pt", build_rgmp("resnet18", 64),
@@ -82,6 +89,15 @@ def main() -> None:
     viewer.window._qt_window.raise_()
     settle(viewer, 1.0)
     viewer.screenshot(str(args.out / "propagate-after.png"), canvas_only=False)
+
+    frame = propagate.least_confident_frame()
+    output = propagate.output_layer
+    output.data[frame] = sample_video_sequence().labels[frame]  # the user's correction
+    output.refresh()
+    propagate.use_current_frame_as_keyframe()
+    wait_for(propagate)
+    settle(viewer, 1.0)
+    viewer.screenshot(str(args.out / "propagate-corrected.png"), canvas_only=False)
     print(f"screenshots in {args.out}: " + ", ".join(sorted(p.name for p in args.out.glob("*.png"))))
     viewer.close()
     sys.exit(0)

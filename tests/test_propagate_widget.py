@@ -215,8 +215,9 @@ def test_a_new_checkpoint_is_listed(make_napari_viewer, checkpoint, sequence, tm
     viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence)
     newer = save_checkpoint(tmp_path / "finetuned.pt", build_rgmp("resnet18", 8), {"recipe": "finetune"})
     registry.add(newer)
-    items = [widget.checkpoint_combo.itemText(i) for i in range(widget.checkpoint_combo.count())]
-    assert str(newer.resolve()) in items
+    listed = [widget.checkpoint_combo.itemData(i) for i in range(widget.checkpoint_combo.count())]
+    assert str(newer.resolve()) in listed
+    assert "finetuned.pt" in [widget.checkpoint_combo.itemText(i) for i in range(widget.checkpoint_combo.count())]
 
 
 def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, checkpoint) -> None:
@@ -228,3 +229,30 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, checkpoi
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
     assert len(widget.confidence) < 60
+
+
+def test_a_checkpoint_fine_tuned_in_the_viewer_is_listed_and_usable(make_napari_viewer, qtbot, checkpoint, sequence, tmp_path) -> None:
+    from napari_rgmp.finetune_widget import FinetuneWidget
+
+    labels = first_frame_labels(sequence, (0, 4))
+    viewer, propagate = open_widget(make_napari_viewer, checkpoint, sequence, labels)
+    finetune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(finetune)
+    finetune.set_base_checkpoint(checkpoint)
+    finetune.iterations.setValue(3)
+    finetune.batch_size.setValue(2)
+    finetune.crop_size.setValue(64)
+    finetune.device.setCurrentText("cpu")
+    out = tmp_path / "tuned-in-viewer.pt"
+    finetune.set_output(out)
+    finetune.run()
+    qtbot.waitUntil(lambda: finetune.worker is None and out.exists(), timeout=120_000)
+    qtbot.waitUntil(lambda: str(out.resolve()) in [propagate.checkpoint_combo.itemData(i)
+                                                   for i in range(propagate.checkpoint_combo.count())], timeout=10_000)
+    assert load_checkpoint(out)[1].metadata["frames_used"] == [0, 4]
+    propagate.set_checkpoint(out)
+    run_and_wait(qtbot, propagate)
+    expected = engine_output(out, sequence.frames, {0: labels[0], 4: labels[4]})
+    output = viewer.layers["objects propagated"].data
+    for t, frame_labels in expected.items():
+        np.testing.assert_array_equal(output[t], frame_labels)
