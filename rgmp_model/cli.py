@@ -1,4 +1,4 @@
-"""The ``rgmp`` command line: ``rgmp propagate`` and ``rgmp evaluate``."""
+"""The ``rgmp`` command line: ``rgmp propagate``, ``rgmp evaluate`` and ``rgmp models``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ _EPILOG = """examples:
        --checkpoint weights.pth --out results/blackswan
   rgmp propagate cells.tif --labels cells_labels.tif --direction both --out cells_propagated.tif
   rgmp evaluate results/ DAVIS/ --csv scores.csv
+  rgmp models                       # bundled and user checkpoints, hashes verified
+  rgmp models --add finetuned.pt    # copy a checkpoint into the user model folder
 """
 
 
@@ -29,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_propagate(commands)
     _add_evaluate(commands)
+    _add_models(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -201,6 +204,50 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         write_csv(args.csv, scores)
         print(f"per-object statistics -> {args.csv}")
     return 0
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "models",
+        help="list the bundled and user checkpoints and verify their hashes",
+        description="Lists the checkpoint bundled with napari-rgmp and every *.pt/*.pth in the user "
+        "model folder ($RGMP_MODELS_DIR, default: the platform's cache folder + napari-rgmp/models), "
+        "each read as the loader does: the weights' sha256 (and the bundled file's own sha256) are "
+        "verified. Exit status 1 when a checkpoint is damaged.",
+    )
+    p.add_argument("--add", type=Path, default=None, metavar="FILE",
+                   help="copy this checkpoint into the user model folder (after checking that it loads)")
+    p.add_argument("--name", default=None, help="file name for --add (default: FILE's name)")
+    p.add_argument("--overwrite", action="store_true", help="let --add replace a model of the same name")
+    p.set_defaults(run=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .models import add_user_model, list_models, user_models_dir
+
+    if args.add is not None:
+        target = add_user_model(args.add, args.name, args.overwrite)
+        print(f"added {args.add} -> {target}")
+    entries = list_models()
+    print(f"user model folder: {user_models_dir()} (set ${'RGMP_MODELS_DIR'} to change it)")
+    if not entries:
+        print("no checkpoints: this napari-rgmp has no bundled model and the user folder is empty")
+        return 0
+    for entry in entries:
+        if entry.ok:
+            assert entry.info is not None
+            meta = entry.info.metadata
+            scores = meta.get("validation") or {}
+            line = f"[{entry.location}] {entry.path}\n    {entry.info.describe()}; sha256 {entry.info.sha256[:16]}... ok"
+            if isinstance(scores, dict) and scores:
+                line += "\n    validation: " + ", ".join(f"{k} {v}" for k, v in scores.items())
+        else:
+            line = f"[{entry.location}] {entry.path}\n    DAMAGED: {entry.problem}"
+        print(line)
+    return 0 if all(e.ok for e in entries) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
 from .frames import FrameStack
 from .inference import OFFICIAL_SCALES, BatchedPropagator, OfficialPropagator, resize_bilinear
 from .labels import ObjectIds, validate_label_frame
@@ -114,6 +115,9 @@ class PropagationSession:
         CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
     object_batch: most objects per network call; None = all objects of a frame in one batch on a
         GPU, one at a time on the CPU (faster there). Aggregation always sees all objects.
+    flow: None (default), "tvl1" or "ilk": flow guidance (MaskTrack+Flow), default mode only:
+        the previous frame's probabilities are warped along the dense optical flow between the
+        two frames (computed on the CPU at the working size) before they enter the network.
     The model is moved to ``device`` in channels-last memory format and put in eval mode.
     """
 
@@ -129,9 +133,15 @@ class PropagationSession:
         device: str | torch.device = "auto",
         precision: str = "auto",
         object_batch: int | None = None,
+        flow: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if flow is not None and flow not in FLOW_METHODS:
+            raise ValueError(f"flow must be None or one of {FLOW_METHODS}, got {flow!r}")
+        if flow is not None and mode == "official":
+            raise ValueError("flow guidance is not part of the authors' procedure: use mode='default' with flow")
+        self.flow = flow
         if max_size is not None and (not isinstance(max_size, (int, np.integer)) or max_size < 32):
             raise ValueError(f"max_size must be an integer >= 32 (pixels) or None, got {max_size!r}")
         self.frames = FrameStack(frames)
@@ -291,12 +301,17 @@ class PropagationSession:
         if not (stretch.backward or stretch.forward):
             return
         masks = (channels[None] == active[:, None, None]).float()
-        reference = self._propagator.encode_reference(self._frame(stretch.keyframe), self._to_working(masks))
+        key_frame = self._frame(stretch.keyframe)
+        reference = self._propagator.encode_reference(key_frame, self._to_working(masks))
         for frames in (stretch.backward, stretch.forward):
-            previous = reference.initial_previous
+            previous, last_frame = reference.initial_previous, key_frame
             for t in frames:
+                frame = self._frame(t)
+                if self.flow is not None:
+                    flow = dense_flow(grey(frame[0]), grey(last_frame[0]), self.flow)
+                    previous, last_frame = warp_along_flow(previous, flow), frame
                 try:
-                    probabilities, previous = self._propagator.step(reference, previous, self._frame(t))
+                    probabilities, previous = self._propagator.step(reference, previous, frame)
                 except torch.cuda.OutOfMemoryError as error:
                     raise RuntimeError(
                         f"out of GPU memory at frame {t} ({self.working_size[1]}x"

@@ -18,3 +18,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not config.getoption("--run-gpu"):
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _private_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees an empty user model folder of its own, never the real ~/.cache one."""
+    monkeypatch.setenv("RGMP_MODELS_DIR", str(tmp_path_factory.mktemp("user_models")))

@@ -4,12 +4,15 @@
 
 Every section and field is typed; YAML values and overrides are converted to the field's type
 (so ``optim.lr=1e-4`` is a float although YAML would read it as a string), and unknown keys are
-errors that name the key and the allowed ones.
+errors that name the key and the allowed ones. ``${NAME}`` in a string is replaced by the
+environment variable NAME (an error names it when it is unset).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -189,8 +192,24 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+        return _expand_variables(str(value), where)
     raise TypeError(f"{where}: unsupported config type {hint!r}")
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def _expand_variables(text: str, where: str) -> str:
+    """``${NAME}`` -> the environment variable NAME (the recipes' data paths, e.g. ``${DAVIS_ROOT}``)."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"{where} uses ${{{name}}}: set the environment variable {name} "
+                             f"(e.g. {name}=/path/to/data) or override {where}")
+        return os.environ[name]
+
+    return _VARIABLE.sub(value, text)
 
 
 def _build(cls: type, values: Any, where: str) -> Any:

@@ -1,0 +1,114 @@
+"""Where models are found (bundled, user folder), hash verification, `rgmp models`, and the
+recipes' ${VARIABLE} data paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rgmp_model import build_rgmp, save_checkpoint
+from rgmp_model import models as models_module
+from rgmp_model.cli import main as rgmp
+from rgmp_model.models import (
+    add_user_model,
+    file_sha256,
+    list_models,
+    user_checkpoints,
+    user_models_dir,
+    verify_model,
+    write_file_sha256,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, build_rgmp("resnet18", 8), {"recipe": "test", "validation": {"J&F": 0.5}})
+
+
+def test_user_models_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RGMP_MODELS_DIR", str(tmp_path / "mine"))
+    assert user_models_dir() == tmp_path / "mine"
+    monkeypatch.delenv("RGMP_MODELS_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(models_module.sys, "platform", "linux")
+    assert user_models_dir() == tmp_path / "cache" / "napari-rgmp" / "models"
+
+
+def test_add_and_list_user_models(tiny_checkpoint):
+    assert list_models() == [] or all(e.location == "bundled" for e in list_models())
+    target = add_user_model(tiny_checkpoint, name="mine")
+    assert target == user_models_dir() / "mine.pt" and target.is_file()
+    assert file_sha256(target) == file_sha256(tiny_checkpoint)
+    users = [e for e in list_models() if e.location == "user"]
+    assert [e.path for e in users] == [target] and users[0].ok
+    assert users[0].info.metadata["recipe"] == "test"
+    with pytest.raises(ValueError, match="already exists"):
+        add_user_model(tiny_checkpoint, name="mine")
+    add_user_model(tiny_checkpoint, name="mine", overwrite=True)
+    assert user_checkpoints() == [target]
+
+
+def test_damaged_files_are_reported_not_raised(tiny_checkpoint, tmp_path):
+    folder = user_models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "junk.pt").write_bytes(b"not a checkpoint")
+    entry = verify_model(folder / "junk.pt")
+    assert not entry.ok and entry.info is None and "cannot be read" in entry.problem
+    with pytest.raises(ValueError, match="was not added"):
+        add_user_model(folder / "junk.pt", name="junk2")
+    # A recorded file hash that no longer matches (e.g. a changed bundled file) is caught.
+    copy = tmp_path / "recorded.pt"
+    copy.write_bytes(tiny_checkpoint.read_bytes())
+    write_file_sha256(copy)
+    assert verify_model(copy).ok
+    copy.write_bytes(copy.read_bytes() + b"\0")
+    problem = verify_model(copy).problem
+    assert problem is not None and "differs from recorded.pt.sha256" in problem
+
+
+def test_rgmp_models_command(tiny_checkpoint, capsys):
+    assert rgmp(["models", "--add", str(tiny_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert f"added {tiny_checkpoint}" in out and "[user]" in out and "ok" in out and "J&F 0.5" in out
+    (user_models_dir() / "broken.pt").write_bytes(b"xx")
+    assert rgmp(["models"]) == 1
+    assert "DAMAGED" in capsys.readouterr().out
+    assert rgmp(["models", "--add", str(tiny_checkpoint.parent / "absent.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bundled_model_is_listed_and_verified_when_present(tiny_checkpoint, tmp_path, monkeypatch):
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    (bundled / "default.pt").write_bytes(tiny_checkpoint.read_bytes())
+    write_file_sha256(bundled / "default.pt")
+    monkeypatch.setattr(models_module, "BUNDLED_DIR", bundled)
+    entries = list_models()
+    assert entries[0].location == "bundled" and entries[0].ok
+
+
+def test_shipped_bundled_model_matches_its_record():
+    """The real package data, when this build ships a default model."""
+    path = models_module.bundled_checkpoint()
+    if path is None:
+        pytest.skip("this build ships no default model")
+    assert path.with_name(path.name + ".sha256").is_file()
+    entry = verify_model(path, "bundled")
+    assert entry.ok, entry.problem
+    for key in ("recipe", "validation", "iterations"):
+        assert key in entry.info.metadata
+
+
+def test_recipe_paths_expand_environment_variables(monkeypatch, tmp_path):
+    from training.config import load_config
+
+    monkeypatch.setenv("DAVIS_ROOT", str(tmp_path))
+    config = load_config("training/configs/default_pretrain.yaml")
+    assert config.data.sources[0].path == str(tmp_path)
+    monkeypatch.delenv("DAVIS_ROOT")
+    with pytest.raises(ValueError, match=r"set the environment variable DAVIS_ROOT"):
+        load_config("training/configs/default_video.yaml")
