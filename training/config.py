@@ -61,6 +61,7 @@ class ModelSection:
     decoder_channels: int = 64
     imagenet_weights: bool = False  # needs the torchvision weights in the torch cache
     init_checkpoint: str | None = None  # start from these weights (e.g. the stage-1 result)
+    train_batchnorm: bool = False  # from scratch: BatchNorm learns, frozen again on export (norm.py)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from rgmp_model.checkpoint import atomic_save, load_checkpoint, save_checkpoint, state_dict_sha256
 from rgmp_model.network import RGMP, build_rgmp
+from .norm import frozen_copy, has_trainable_batchnorm, thaw_batchnorm
 
 from .config import TrainConfig, save_config
 from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime
@@ -164,6 +165,8 @@ class Trainer:
         config, device = self.config, runtime.device
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model = self.model if self.model is not None else build_model(config)
+        if config.model.train_batchnorm:
+            thaw_batchnorm(model)
         model = model.to(device, memory_format=torch.channels_last).train()
         objective = self.objective_factory(model)
         step_module: nn.Module = objective
@@ -275,7 +278,7 @@ class Trainer:
                 "base_checkpoint": self.config.model.init_checkpoint,
                 **self.metadata,
             }
-            save_checkpoint(path, model, metadata)
+            save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
             plot_training(self.output_dir / "training.png", self.history.losses, self.history.validation)
         runtime.barrier()
         return path

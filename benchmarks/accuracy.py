@@ -1,0 +1,204 @@
+"""Accuracy and speed of a model against the non-learned baselines, on DAVIS-layout sequences or
+on the plugin's synthetic samples.
+
+    python benchmarks/accuracy.py ../shared/data/davis16-dev libby scooter-black
+    python benchmarks/accuracy.py samples                 # synthetic microscopy + synthetic video
+    python benchmarks/accuracy.py DATA_ROOT SEQ... --checkpoint weights.pth --methods model
+
+Every method propagates forward from frame 0's ground truth (DAVIS semi-supervised protocol) and
+writes palette PNGs like `rgmp propagate` under OUT/<method>/<sequence>/; the outputs are then read
+back and scored with `rgmp evaluate`'s code (J, F, J&F; first and last frames excluded).
+Methods: model (default: the bundled model), model+flow (the same with flow guidance),
+flow (optical-flow warping baseline), copy (keyframe copied to every frame). frames/s counts the
+propagation alone (no file writing), on this machine's CPU or the chosen device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.baselines import copy_propagation, flow_propagation  # noqa: E402
+from rgmp_model.cli import find_sequences  # noqa: E402
+from rgmp_model.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
+from rgmp_model.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
+from rgmp_model.stack_io import open_image_stack  # noqa: E402
+
+METHODS = ("model", "model+flow", "flow", "copy")
+SAMPLES = ("microscopy", "video")
+
+
+@dataclass
+class EvalSequence:
+    name: str
+    frames: Any  # (T, H, W[, C]) array-like
+    truth: Any  # (T, H, W) label array-like
+    images: Any = None  # what frame_names() reads the output file names from
+
+
+@dataclass
+class Run:
+    method: str
+    scores: SequenceScores
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+def davis_sequences(root: Path, names: Sequence[str], resolution: str = "480p") -> list[EvalSequence]:
+    found = []
+    for name in names:
+        images = open_image_stack(root / "JPEGImages" / resolution / name)
+        truth = open_label_stack(root / "Annotations" / resolution / name)
+        found.append(EvalSequence(name, images, truth, images))
+    return found
+
+
+def sample_sequences(names: Sequence[str]) -> list[EvalSequence]:
+    from napari_rgmp.samples import sample_microscopy_sequence, sample_video_sequence
+
+    makers = {"microscopy": sample_microscopy_sequence, "video": sample_video_sequence}
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise ValueError(f"unknown sample {', '.join(unknown)}: choose from {', '.join(SAMPLES)}")
+    out = []
+    for name in names:
+        seq = makers[name]()
+        out.append(EvalSequence(f"synthetic-{name}", seq.frames, seq.labels))
+    return out
+
+
+def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
+                device: str) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+    key = np.asarray(seq.truth[0])
+    if method == "copy":
+        return copy_propagation(seq.frames, 0, key, "forward")
+    if method == "flow":
+        return flow_propagation(seq.frames, 0, key, "forward", max_size, flow_method)
+    from rgmp_model import PropagationSession
+
+    session = PropagationSession(model, seq.frames, max_size=max_size, device=device,
+                                 flow=flow_method if method == "model+flow" else None)
+    session.add_keyframe(0, key)
+    return session.propagate("forward")
+
+
+def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
+               flow_method: str, device: str) -> Run:
+    truth0 = np.asarray(seq.truth[0])
+    count = len(seq.truth)
+    shape = (count, *truth0.shape)
+    target = out_root / method / seq.name
+    names = frame_names(seq.images, count) if seq.images is not None else None
+    seconds = 0.0
+    with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
+        results = propagation(method, seq, model, max_size, flow_method, device)
+        started = time.perf_counter()
+        for t, labels, _ in results:
+            seconds += time.perf_counter() - started
+            writer[t] = labels.astype(np.uint8)
+            started = time.perf_counter()
+    # Scored as `rgmp evaluate OUT/<method> GT` does: the written files against the ground truth.
+    predicted = open_label_stack(find_sequences(out_root / method)[seq.name])
+    scores = evaluate_sequence(predicted, seq.truth, name=seq.name)
+    return Run(method, scores, count - 1, seconds)
+
+
+def format_runs(runs: list[Run], methods: Sequence[str]) -> str:
+    lines = [f"{'method':<11} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6} {'frames/s':>9}"]
+    lines.append("-" * len(lines[0]))
+    for method in methods:
+        mine = [r for r in runs if r.method == method]
+        for r in mine:
+            lines.append(f"{method:<11} {r.scores.name:<22} {r.scores.j_mean:6.3f} {r.scores.f_mean:6.3f} "
+                         f"{r.scores.jf_mean:6.3f} {r.fps:9.2f}")
+        overall = summarize([r.scores for r in mine])
+        fps = sum(r.frames for r in mine) / max(sum(r.seconds for r in mine), 1e-9)
+        lines.append(f"{method:<11} {'mean':<22} {overall.j_mean:6.3f} {overall.f_mean:6.3f} "
+                     f"{overall.jf_mean:6.3f} {fps:9.2f}")
+        lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def mean_jf(runs: list[Run], method: str) -> float:
+    return summarize([r.scores for r in runs if r.method == method]).jf_mean
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_root", help="a DAVIS root (JPEGImages/, Annotations/), or 'samples'")
+    parser.add_argument("sequences", nargs="*", help="sequence names (for 'samples': microscopy, video)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "model+flow"),
+                        help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
+    parser.add_argument("--max-size", type=int, default=480, metavar="PX",
+                        help="working size (longer side) of the model and the flow baseline; 0 = full size")
+    parser.add_argument("--flow-method", choices=("tvl1", "ilk"), default="tvl1")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="where the outputs go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        parser.error(f"--methods takes names from {', '.join(METHODS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    max_size = args.max_size or None
+
+    if args.data_root == "samples":
+        sequences = sample_sequences(args.sequences or SAMPLES)
+    else:
+        if not args.sequences:
+            parser.error("name the sequences to evaluate, e.g. libby scooter-black")
+        sequences = davis_sequences(Path(args.data_root), args.sequences)
+
+    model = None
+    if any(m.startswith("model") for m in methods):
+        from rgmp_model import load_checkpoint
+        from rgmp_model.models import bundled_checkpoint
+
+        checkpoint = args.checkpoint or bundled_checkpoint()
+        if checkpoint is None:
+            parser.error("this napari-rgmp has no bundled model: pass --checkpoint")
+        model, info = load_checkpoint(checkpoint)
+        print(f"model: {checkpoint} ({info.describe()})")
+    print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px")
+    for seq in sequences:
+        h, w = np.asarray(seq.truth[0]).shape
+        print(f"  {seq.name}: {len(seq.truth)} frames of {w}x{h}, {len(np.unique(np.asarray(seq.truth[0]))) - 1} object(s)")
+
+    runs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        out_root = args.out or Path(scratch)
+        for seq in sequences:
+            for method in methods:
+                run = run_method(method, seq, model, out_root, max_size, args.flow_method, args.device)
+                print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}  {run.fps:.2f} frames/s", flush=True)
+                runs.append(run)
+    print()
+    print(format_runs(runs, methods))
+    baselines = [m for m in ("flow", "copy") if m in methods]
+    for learned in (m for m in methods if m.startswith("model")):
+        if baselines:
+            best = max(baselines, key=lambda m: mean_jf(runs, m))
+            print(f"{learned} - better baseline ({best}): {mean_jf(runs, learned) - mean_jf(runs, best):+.3f} J&F")
+    shown = list(argv) if argv is not None else sys.argv[1:]
+    print("command: python benchmarks/accuracy.py " + " ".join(shown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
