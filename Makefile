@@ -7,7 +7,7 @@ GUI_PACKAGES := xvfb libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 lib
 	libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libdbus-1-3
 PYTEST_ARGS ?=
 
-.PHONY: test venv gui-deps screenshots clean
+.PHONY: test venv gui-deps screenshots demo clean
 
 test: venv gui-deps
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS)
@@ -15,6 +15,12 @@ test: venv gui-deps
 # PNGs of the real viewer with the widgets docked, before and after a propagation (README).
 screenshots: venv gui-deps
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py docs/images
+
+# napari with the synthetic time-lapse, its frame-0 labels and the Propagate widget (default model):
+# press Run. HEADLESS=1: the same job through the CLI on both samples, with J&F against ground truth.
+# CHECKPOINT=FILE uses another model.
+demo: venv
+	$(PY) scripts/demo.py $(if $(filter 1 yes true,$(HEADLESS)),--headless) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 venv: $(VENV)/.installed
 
