@@ -220,7 +220,10 @@ class PropagateWidget(QWidget):
             return
         try:
             self.checkpoint_combo.setToolTip(path)
-            self.checkpoint_info.setText(read_checkpoint_info(path).describe())
+            info = read_checkpoint_info(path)
+            self.checkpoint_info.setText(info.describe())
+            if isinstance(info.metadata.get("working_size"), int):  # the size the model was trained for
+                self.max_size_spin.setValue(info.metadata["working_size"])
         except (ValueError, FileNotFoundError) as error:
             self.checkpoint_info.setText(f"not usable: {str(error).splitlines()[0]}")
 

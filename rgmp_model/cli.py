@@ -67,7 +67,10 @@ def _add_propagate(commands: argparse._SubParsersAction) -> None:
                    help="the authors' procedure: objects one by one, background pass, 3 scales")
     p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
     p.add_argument("--max-size", type=int, default=None, metavar="PX",
-                   help="bound on the longer side of the working resolution")
+                   help="bound on the longer side of the working resolution (default: the model's "
+                   "working_size metadata when it has one, else full size)")
+    p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
+                   help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.set_defaults(run=_run_propagate)
@@ -101,9 +104,12 @@ def _run_propagate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint or _default_checkpoint(), device=device)
     print(f"model: {info.path.name} ({info.describe()}) on {device}")
+    max_size = args.max_size
+    if max_size is None and isinstance(info.metadata.get("working_size"), int):
+        max_size = info.metadata["working_size"]  # the size the model was made for (e.g. the default model)
     session = PropagationSession(
         model, images, mode="official" if args.official else "default", multiscale=args.multiscale,
-        max_size=args.max_size, device=device, precision=args.precision,
+        max_size=max_size, device=device, precision=args.precision, flow=args.flow,
     )
     if labels.shape[0] == 1 or args.reference_frame is not None:
         reference = 0 if args.reference_frame is None else args.reference_frame

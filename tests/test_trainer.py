@@ -144,3 +144,14 @@ def test_clip_objective_feeds_its_own_output_back() -> None:
     assert set(torch.unique(calls[1]).tolist()) == {0.0, 1.0}
     soft = calls[2]
     assert ((soft > 0.01) & (soft < 0.99)).float().mean() > 0.5  # the network's own soft output
+
+
+def test_exported_metadata_lists_every_stage_behind_the_model(tmp_path) -> None:
+    first = Trainer(tiny_config(tmp_path / "one", iterations=2), TinyPairs(), pair_objective, show_progress=False).fit()
+    second_config = config_from_dict({**tiny_config(tmp_path / "two", iterations=3).to_dict(),
+                                      "model": {"backbone": "resnet18", "decoder_channels": 8,
+                                                "init_checkpoint": str(first)}})
+    second = Trainer(second_config, TinyPairs(), pair_objective, show_progress=False).fit()
+    _, info = load_checkpoint(second)
+    assert info.metadata["stages"] == [{"recipe": "pretrain", "iterations": 2}, {"recipe": "pretrain", "iterations": 3}]
+    assert info.metadata["base_checkpoint"] == str(first)

@@ -28,7 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from rgmp_model.checkpoint import atomic_save, load_checkpoint, save_checkpoint, state_dict_sha256
+from rgmp_model.checkpoint import (
+    atomic_save, load_checkpoint, read_checkpoint_info, save_checkpoint, state_dict_sha256,
+)
 from rgmp_model.network import RGMP, build_rgmp
 from .norm import frozen_copy, has_trainable_batchnorm, thaw_batchnorm
 
@@ -260,6 +262,15 @@ class Trainer:
                         [[iteration, name, f"{j:.4f}", f"{f:.4f}", f"{jf:.4f}"] for name, j, f, jf in rows])
         runtime.barrier()
 
+    def _earlier_stages(self) -> list[dict[str, Any]]:
+        """The training stages behind ``model.init_checkpoint`` (from its metadata), oldest first."""
+        if not self.config.model.init_checkpoint:
+            return []
+        meta = read_checkpoint_info(self.config.model.init_checkpoint).metadata
+        if meta.get("stages"):
+            return [dict(stage) for stage in meta["stages"]]
+        return [{"recipe": meta.get("recipe", "unknown"), "iterations": meta.get("iterations")}]
+
     def _finish(self, runtime: Runtime, model: RGMP) -> Path:
         path = self.output_dir / "model.pt"
         if runtime.distributed:  # every rank records its weights: they must be identical
@@ -276,6 +287,7 @@ class Trainer:
                 "loss_curve": [list(x) for x in self.history.losses[::step]],
                 "validation_jf": [list(x) for x in self.history.validation],
                 "base_checkpoint": self.config.model.init_checkpoint,
+                "stages": [*self._earlier_stages(), {"recipe": self.config.stage, "iterations": self.history.iteration}],
                 **self.metadata,
             }
             save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
