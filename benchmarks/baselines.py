@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from rgmp_model.engine import working_size
 from rgmp_model.flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
 from rgmp_model.frames import FrameStack
 from rgmp_model.inference import resize_bilinear
@@ -64,8 +65,7 @@ def flow_propagation(
     key = validate_label_frame(labels, (stack.height, stack.width), keyframe)
     objects = ObjectIds.from_frames([key])
     full = (stack.height, stack.width)
-    factor = 1.0 if max_size is None else min(1.0, max_size / max(full))
-    working = (max(1, round(full[0] * factor)), max(1, round(full[1] * factor)))
+    working = working_size(*full, max_size)
 
     def grey_frame(t: int) -> np.ndarray:
         frame = torch.from_numpy(stack[t]).permute(2, 0, 1)[None]

@@ -222,8 +222,8 @@ class PropagateWidget(QWidget):
             self.checkpoint_combo.setToolTip(path)
             info = read_checkpoint_info(path)
             self.checkpoint_info.setText(info.describe())
-            if isinstance(info.metadata.get("working_size"), int):  # the size the model was trained for
-                self.max_size_spin.setValue(info.metadata["working_size"])
+            if info.working_size is not None:  # the size the model was made for
+                self.max_size_spin.setValue(info.working_size)
         except (ValueError, FileNotFoundError) as error:
             self.checkpoint_info.setText(f"not usable: {str(error).splitlines()[0]}")
 

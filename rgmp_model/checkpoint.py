@@ -60,6 +60,12 @@ class CheckpointInfo:
     sha256: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def working_size(self) -> int | None:
+        """The working size (longer side, px) the model was made for, when its metadata says."""
+        value = self.metadata.get("working_size")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def describe(self) -> str:
         """One line for a user: backbone, decoder width, origin and the main metadata."""
         parts = [f"{self.config.backbone}, decoder {self.config.decoder_channels}"]

@@ -104,9 +104,7 @@ def _run_propagate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint or _default_checkpoint(), device=device)
     print(f"model: {info.path.name} ({info.describe()}) on {device}")
-    max_size = args.max_size
-    if max_size is None and isinstance(info.metadata.get("working_size"), int):
-        max_size = info.metadata["working_size"]  # the size the model was made for (e.g. the default model)
+    max_size = args.max_size if args.max_size is not None else info.working_size
     session = PropagationSession(
         model, images, mode="official" if args.official else "default", multiscale=args.multiscale,
         max_size=max_size, device=device, precision=args.precision, flow=args.flow,
@@ -232,13 +230,13 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .models import add_user_model, list_models, user_models_dir
+    from .models import MODELS_DIR_VARIABLE, add_user_model, list_models, user_models_dir
 
     if args.add is not None:
         target = add_user_model(args.add, args.name, args.overwrite)
         print(f"added {args.add} -> {target}")
     entries = list_models()
-    print(f"user model folder: {user_models_dir()} (set ${'RGMP_MODELS_DIR'} to change it)")
+    print(f"user model folder: {user_models_dir()} (set ${MODELS_DIR_VARIABLE} to change it)")
     if not entries:
         print("no checkpoints: this napari-rgmp has no bundled model and the user folder is empty")
         return 0

@@ -67,6 +67,12 @@ def _autocast_dtype(precision: str, device: torch.device, mode: str) -> torch.dt
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def working_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """(height, width) scaled down so that the longer side is at most ``max_size`` (None: unchanged)."""
+    factor = 1.0 if max_size is None else min(1.0, max_size / max(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
 @dataclass(frozen=True)
 class Stretch:
     """The frames propagated from one keyframe, in processing order: ``backward`` goes
@@ -156,9 +162,7 @@ class PropagationSession:
         propagator = OfficialPropagator if mode == "official" else BatchedPropagator
         self._propagator = propagator(self.model, scales, dtype, object_batch)
         self.scales = self._propagator.scales
-        full = (self.frames.height, self.frames.width)
-        factor = 1.0 if max_size is None else min(1.0, max_size / max(full))
-        self.working_size = (max(1, round(full[0] * factor)), max(1, round(full[1] * factor)))
+        self.working_size = working_size(self.frames.height, self.frames.width, max_size)
         self._keyframes: dict[int, np.ndarray] = {}
         self.last_probabilities: np.ndarray | None = None
 
@@ -304,12 +308,14 @@ class PropagationSession:
         key_frame = self._frame(stretch.keyframe)
         reference = self._propagator.encode_reference(key_frame, self._to_working(masks))
         for frames in (stretch.backward, stretch.forward):
-            previous, last_frame = reference.initial_previous, key_frame
+            previous = reference.initial_previous
+            last_grey = grey(key_frame[0]) if self.flow is not None else None
             for t in frames:
                 frame = self._frame(t)
-                if self.flow is not None:
-                    flow = dense_flow(grey(frame[0]), grey(last_frame[0]), self.flow)
-                    previous, last_frame = warp_along_flow(previous, flow), frame
+                if last_grey is not None:
+                    current_grey = grey(frame[0])
+                    previous = warp_along_flow(previous, dense_flow(current_grey, last_grey, self.flow))
+                    last_grey = current_grey
                 try:
                     probabilities, previous = self._propagator.step(reference, previous, frame)
                 except torch.cuda.OutOfMemoryError as error:

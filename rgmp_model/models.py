@@ -87,7 +87,7 @@ def verify_model(path: str | os.PathLike, location: str = "user") -> ModelEntry:
     record = path.with_name(path.name + ".sha256")
     try:
         if record.is_file():
-            expected = record.read_text().split()[0] if record.read_text().split() else ""
+            expected = (record.read_text().split() or [""])[0]
             actual = file_sha256(path)
             if actual != expected:
                 raise ValueError(f"file sha256 {actual[:12]}... differs from {record.name}'s {expected[:12]}...: "

@@ -32,10 +32,10 @@ from rgmp_model.checkpoint import (
     atomic_save, load_checkpoint, read_checkpoint_info, save_checkpoint, state_dict_sha256,
 )
 from rgmp_model.network import RGMP, build_rgmp
-from .norm import frozen_copy, has_trainable_batchnorm, thaw_batchnorm
 
 from .config import TrainConfig, save_config
 from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime
+from .norm import frozen_copy, has_trainable_batchnorm, thaw_batchnorm
 from .plot import plot_training
 from .validation import validate
 
