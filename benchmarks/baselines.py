@@ -26,7 +26,7 @@ import torch
 from rgmp_model.engine import working_size
 from rgmp_model.flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
 from rgmp_model.frames import FrameStack
-from rgmp_model.inference import resize_bilinear
+from rgmp_model.inference import resize_bilinear, winner_confidence
 from rgmp_model.labels import ObjectIds, validate_label_frame
 
 FrameResult = tuple[int, np.ndarray, dict[int, float]]
@@ -83,11 +83,7 @@ def flow_propagation(
             previous = current
             at_full = resize_bilinear(probabilities[None], full)[0]
             winner = at_full.argmax(dim=0)
-            confidence = {}
-            for c, object_id in enumerate(objects.ids, start=1):
-                region = winner == c
-                confidence[int(object_id)] = float(at_full[c][region].mean()) if bool(region.any()) else 0.0
-            yield t, objects.to_ids(winner.numpy()), confidence
+            yield t, objects.to_ids(winner.numpy()), winner_confidence(at_full, winner, objects.ids)
 
 
 def run_baseline(name: str, frames: Any, keyframe: int, labels: Any, direction: str = "forward",

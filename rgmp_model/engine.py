@@ -21,7 +21,13 @@ from torch import Tensor
 
 from .flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
 from .frames import FrameStack
-from .inference import OFFICIAL_SCALES, BatchedPropagator, OfficialPropagator, resize_bilinear
+from .inference import (
+    OFFICIAL_SCALES,
+    BatchedPropagator,
+    OfficialPropagator,
+    resize_bilinear,
+    winner_confidence,
+)
 from .labels import ObjectIds, validate_label_frame
 from .network import RGMP
 
@@ -346,11 +352,7 @@ class PropagationSession:
         full = (self.frames.height, self.frames.width)
         probabilities = resize_bilinear(probabilities[None].float(), full)[0]
         winner = probabilities.argmax(dim=0)
-        confidence = {}
-        for i, channel in enumerate(active.tolist(), start=1):
-            region = winner == i
-            value = probabilities[i][region].mean().item() if bool(region.any()) else 0.0
-            confidence[int(objects.ids[channel - 1])] = value
+        confidence = winner_confidence(probabilities, winner, [objects.ids[c - 1] for c in active.tolist()])
         session_channels = torch.cat([active.new_zeros(1), active])  # output row -> object channel
         if keep:
             everything = torch.zeros((len(objects) + 1, *full), device=probabilities.device)

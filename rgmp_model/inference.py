@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,16 @@ def soft_aggregate(object_probabilities: Tensor) -> Tensor:
     first, then the objects, normalised by ``logit_softmax``."""
     background = torch.prod(1 - object_probabilities, dim=0, keepdim=True)
     return logit_softmax(torch.cat([background, object_probabilities], dim=0))
+
+
+def winner_confidence(probabilities: Tensor, winner: Tensor, object_ids: Iterable[int]) -> dict[int, float]:
+    """(C, H, W) probabilities, (H, W) argmax channel -> {object id: mean probability over the
+    pixels it wins} for channels 1.. in ``object_ids`` order (0.0 where an object wins nothing)."""
+    confidence = {}
+    for channel, object_id in enumerate(object_ids, start=1):
+        region = winner == channel
+        confidence[int(object_id)] = float(probabilities[channel][region].mean()) if bool(region.any()) else 0.0
+    return confidence
 
 
 @dataclass
