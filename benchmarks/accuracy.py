@@ -36,6 +36,7 @@ from rgmp_model.stack_io import open_image_stack  # noqa: E402
 
 METHODS = ("model", "model+flow", "flow", "copy")
 SAMPLES = ("microscopy", "video")
+DEFAULT_MAX_SIZE = 480  # working size when neither --max-size nor the model says
 
 
 @dataclass
@@ -144,8 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "model+flow"),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
-    parser.add_argument("--max-size", type=int, default=480, metavar="PX",
-                        help="working size (longer side) of the model and the flow baseline; 0 = full size")
+    parser.add_argument("--max-size", type=int, default=None, metavar="PX",
+                        help="working size (longer side) of the model and the flow baseline; 0 = full size "
+                             "(default: the model's working_size metadata as `rgmp propagate` uses it, else 480)")
     parser.add_argument("--flow-method", choices=("tvl1", "ilk"), default="tvl1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -156,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--methods takes names from {', '.join(METHODS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    max_size = args.max_size or None
 
     if args.data_root == "samples":
         sequences = sample_sequences(args.sequences or SAMPLES)
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("name the sequences to evaluate, e.g. libby scooter-black")
         sequences = davis_sequences(Path(args.data_root), args.sequences)
 
-    model = None
+    model, working = None, None
     if any(m.startswith("model") for m in methods):
         from rgmp_model import load_checkpoint
         from rgmp_model.models import bundled_checkpoint
@@ -175,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("this napari-rgmp has no bundled model: pass --checkpoint")
         model, info = load_checkpoint(checkpoint)
         print(f"model: {checkpoint} ({info.describe()})")
+        working = info.working_size
+    max_size = args.max_size if args.max_size is not None else (working or DEFAULT_MAX_SIZE)
+    max_size = max_size or None
     print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px")
     for seq in sequences:
         h, w = np.asarray(seq.truth[0]).shape

@@ -108,6 +108,27 @@ def test_resumed_run_gives_the_same_losses_bitwise(tmp_path) -> None:
         assert torch.equal(a, b)
 
 
+def test_learning_rate_steps_apply_and_survive_a_resume(tmp_path) -> None:
+    schedule = {"lr_steps": [2, 4], "lr_gamma": 0.5}
+    config = tiny_config(tmp_path / "a", **schedule)
+    assert [config.optim.learning_rate(i) for i in range(6)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+    trainer = Trainer(config, TinyPairs(), pair_objective, show_progress=False)
+    trainer.fit()
+    logged = [float(r["lr"]) for r in csv.DictReader((tmp_path / "a" / "train_log.csv").open())]
+    assert logged == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+    # an interrupted run resumes at the scheduled rate, not the optimiser state's nor the base rate
+    stop_after = iter(range(100))
+    Trainer(tiny_config(tmp_path / "b", **schedule), TinyPairs(), pair_objective, show_progress=False,
+            should_stop=lambda: next(stop_after) >= 3).fit()
+    resumed = Trainer(tiny_config(tmp_path / "b", **schedule), TinyPairs(), pair_objective, show_progress=False)
+    resumed.fit()
+    assert resumed.history.losses == trainer.history.losses
+    with pytest.raises(ValueError, match="optim.lr_steps must be increasing"):
+        tiny_config(tmp_path, lr_steps=[4, 2])
+    with pytest.raises(ValueError, match="optim.lr_gamma must be in"):
+        tiny_config(tmp_path, lr_gamma=0)
+
+
 def test_outputs_log_plot_and_metadata(tmp_path) -> None:
     progress = []
     trainer = Trainer(tiny_config(tmp_path), TinyPairs(), pair_objective, show_progress=False,

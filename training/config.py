@@ -81,6 +81,8 @@ class DataSection:
 @dataclass(frozen=True)
 class OptimSection:
     lr: float = 1e-4
+    lr_steps: tuple[int, ...] = ()  # the learning rate is multiplied by lr_gamma at each of these iterations
+    lr_gamma: float = 0.1
     weight_decay: float = 0.0
     iterations: int = 10_000
     amp: bool = True  # autocast on CUDA only
@@ -88,6 +90,17 @@ class OptimSection:
     grad_clip: float | None = 10.0
     aux_weight: float = 0.5  # weight of the mean loss of the 1/4..1/32 heads
     bptt_frames: int | None = None  # video: detach the recurrence every N frames (None: never)
+
+    def __post_init__(self) -> None:
+        steps = self.lr_steps
+        if any(b <= a for a, b in zip(steps, steps[1:])) or any(step <= 0 for step in steps):
+            raise ValueError(f"optim.lr_steps must be increasing positive iterations, got {list(steps)}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"optim.lr_gamma must be in (0, 1], got {self.lr_gamma}")
+
+    def learning_rate(self, iteration: int) -> float:
+        """The learning rate of the step that follows ``iteration`` completed steps."""
+        return self.lr * self.lr_gamma ** sum(iteration >= step for step in self.lr_steps)
 
 
 @dataclass(frozen=True)

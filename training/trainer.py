@@ -201,6 +201,8 @@ class Trainer:
             if self.should_stop is not None and self.should_stop():
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            for group in optimizer.param_groups:  # the schedule, also right after a resume
+                group["lr"] = config.optim.learning_rate(self.history.iteration)
             with autocast:
                 loss = step_module(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -247,7 +249,7 @@ class Trainer:
     def _log(self, iteration: int, loss: float, elapsed: float, samples_per_second: float) -> None:
         """One row of train_log.csv (seconds and rate since this process started training)."""
         _append_csv(self.output_dir / "train_log.csv", ["iteration", "loss", "lr", "seconds", "samples_per_second"],
-                    [[iteration, f"{loss:.6f}", self.config.optim.lr, f"{elapsed:.2f}", f"{samples_per_second:.2f}"]])
+                    [[iteration, f"{loss:.6f}", self.config.optim.learning_rate(iteration - 1), f"{elapsed:.2f}", f"{samples_per_second:.2f}"]])
 
     def _validate(self, runtime: Runtime, model: RGMP) -> None:
         if runtime.is_main:
