@@ -2,7 +2,7 @@
 
     python scripts/export_default.py runs/default/video/model.pt --davis DAVIS_ROOT
 
-Scores the model as benchmarks/accuracy.py does (DAVIS protocol, working size 480 px) on the
+Scores the model as benchmarks/accuracy.py does (DAVIS protocol, working size 320 px) on the
 validation sequences (libby, scooter-black: never trained on) and on the plugin's synthetic
 samples, then writes rgmp_model/weights/default.pt (half precision) and default.pt.sha256, and
 prints `rgmp models`.
@@ -26,6 +26,9 @@ from rgmp_model.metrics import summarize  # noqa: E402
 from rgmp_model.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  # noqa: E402
 
 VALIDATION_SEQUENCES = ("libby", "scooter-black")
+# The scale stage 2 trains at: 160 px crops from frames whose short side is scaled to 144-240 px
+# (scale_range 0.9-1.5 of "short side fills the crop"), i.e. 16:9 video seen at about 320x180.
+WORKING_SIZE = 320
 TRAINED_ON = ("DAVIS-2016 blackswan, car-roundabout, cows, dance-twirl, goat, paragliding-launch "
               "(stills in stage 1, clips in stage 2); synthetic video; synthetic microscopy")
 
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="the trained model (stage 2's model.pt)")
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS root holding the validation sequences")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR / DEFAULT_NAME)
-    parser.add_argument("--max-size", type=int, default=480)
+    parser.add_argument("--max-size", type=int, default=WORKING_SIZE,
+                        help=f"the working size stored in the metadata and scored (default {WORKING_SIZE})")
     args = parser.parse_args(argv)
 
     model, info = load_checkpoint(args.checkpoint)

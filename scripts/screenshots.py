@@ -59,8 +59,11 @@ def main() -> None:
     torch.manual_seed(0)
 
     work = Path(tempfile.mkdtemp(prefix="rgmp-screenshots-"))
-    base = bundled_checkpoint() or save_checkpoint(work / "light-resnet18.pt", build_rgmp("resnet18", 64),
-                                                   {"recipe": "untrained ResNet-18 base for the screenshots"})
+    base = bundled_checkpoint()
+    untrained = base is None
+    if untrained:
+        base = save_checkpoint(work / "light-resnet18.pt", build_rgmp("resnet18", 64),
+                               {"recipe": "untrained ResNet-18 base for the screenshots"})
 
     viewer = napari.Viewer(title="napari-rgmp")
     viewer.window._qt_window.resize(1600, 1000)
@@ -72,7 +75,8 @@ def main() -> None:
     _, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")
     finetune.set_base_checkpoint(base)
     finetune.iterations.setValue(args.iterations)
-    finetune.learning_rate.setText("1e-3")
+    if untrained:  # from scratch it needs a higher rate than the widget's default for adapting a model
+        finetune.learning_rate.setText("1e-3")
     finetune.crop_size.setValue(192)
     finetune.device.setCurrentText("cpu")
     finetune.set_output(work / "synthetic-video-finetuned.pt")

@@ -39,7 +39,7 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
     assert entry.ok, entry.problem
     assert out.with_name("default.pt.sha256").is_file()
     meta = entry.info.metadata
-    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == 480
+    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 320
     assert set(meta["validation"]) == {"DAVIS libby+scooter-black J&F", "synthetic microscopy sample J&F",
                                        "synthetic video sample J&F"}
     state = torch.load(out, weights_only=True)["state_dict"]
