@@ -330,6 +330,9 @@ class FinetuneWidget(QWidget):
             lr = math.nan
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"learning rate {self.learning_rate.text()!r} is not a positive number: use e.g. 5e-5")
+        if self.crop_size.value() % 32:
+            raise ValueError(f"crop size {self.crop_size.value()} px is not a multiple of 32: use e.g. "
+                             f"{max(32, self.crop_size.value() // 32 * 32)} px")
         text = self.output_path.text().strip()
         if not text:
             raise ValueError("choose where to save the fine-tuned checkpoint (output)")

@@ -238,6 +238,14 @@ def test_output_must_not_overwrite_the_base(make_widget, base, notes):
     assert any("overwrite the base checkpoint" in m for m in notes())
 
 
+def test_crop_size_must_be_a_multiple_of_32(make_widget, base, tmp_path, notes):
+    _, widget = make_widget()
+    configure(widget, base, tmp_path / "tuned.pt", iterations=2)
+    widget.crop_size.setValue(100)
+    assert widget.run() is None and widget.worker is None
+    assert any("crop size 100 px is not a multiple of 32: use e.g. 96 px" in m for m in notes()), notes()
+
+
 def test_out_of_memory_is_explained(make_widget, qtbot, base, tmp_path, notes, monkeypatch):
     import torch
     import training.finetune

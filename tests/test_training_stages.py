@@ -137,3 +137,24 @@ def test_finetune_errors_and_stop(tmp_path) -> None:
     out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "stopped.pt", iterations=50,
                             crop_size=(64, 64), batch_size=2, device="cpu", should_stop=iter([False, False, True]).__next__)
     assert load_checkpoint(out)[1].metadata["iterations"] == 2
+
+
+def test_finetune_on_a_stack_smaller_than_the_crop_and_not_a_multiple_of_32(tmp_path) -> None:
+    # 240x320 stacks (the video sample) with the widget's 256 px crops once crashed the network:
+    # the crop is clamped to the frame and must stay a multiple of 32.
+    sequence = synthetic_video(num_frames=3, height=40, width=72, num_objects=1, seed=2)
+    labels = np.zeros_like(sequence.labels)
+    labels[0] = sequence.labels[0]
+    base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 8), {"working_size": 320})
+    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "tuned.pt", iterations=1,
+                            crop_size=(64, 96), batch_size=1, device="cpu")
+    info = load_checkpoint(out)[1]
+    assert info.metadata["iterations"] == 1
+    assert info.working_size == 320  # propagates at the size its base was made for
+    with pytest.raises(ValueError, match="multiples of 32"):
+        finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "x.pt", crop_size=(100, 100))
+
+
+def test_training_crop_size_must_be_a_multiple_of_32() -> None:
+    with pytest.raises(ValueError, match=r"data.crop_size must be multiples of 32.*\[100, 96\]"):
+        config_from_dict({"stage": "finetune", "data": {"crop_size": [100, 96]}})

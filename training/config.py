@@ -77,6 +77,11 @@ class DataSection:
     box_probability: float = 0.1  # static: previous mask replaced by the object's box
     paste_probability: float = 0.2  # static: object pasted onto another image
 
+    def __post_init__(self) -> None:
+        if len(self.crop_size) != 2 or any(size < 32 or size % 32 for size in self.crop_size):
+            raise ValueError(f"data.crop_size must be multiples of 32 (the network halves the size five "
+                             f"times), e.g. [256, 256]; got {list(self.crop_size)}")
+
 
 @dataclass(frozen=True)
 class OptimSection:

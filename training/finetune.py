@@ -142,7 +142,8 @@ def finetune_on_stack(
     })
     source = AnnotatedFrames(images, labels, frames)
     height, width = source.stack.height, source.stack.width
-    crop = (min(crop_size[0], max(32, height)), min(crop_size[1], max(32, width)))
+    # No larger than the frame (small frames are padded to 32), and a multiple of 32 for the network.
+    crop = tuple(max(32, min(size, frame) // 32 * 32) for size, frame in zip(crop_size, (height, width)))
     dataset = StackPairDataset(source, crop_size=crop, seed=seed, min_object_pixels=16)
     model = load_checkpoint(base)[0]
     metadata = {
@@ -151,6 +152,8 @@ def finetune_on_stack(
         "frames_used": frames,
         "learning_rate": lr,
     }
+    if base_info.working_size is not None:  # propagate at the size the base was made for
+        metadata["working_size"] = base_info.working_size
     try:
         trainer = Trainer(config, dataset, lambda m: PairObjective(m, config.optim.aux_weight), model=model,
                           metadata=metadata, on_progress=on_progress, should_stop=should_stop,
