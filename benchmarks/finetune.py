@@ -7,7 +7,7 @@ propagating forward from frame 0.
     python benchmarks/finetune.py samples --iterations 100 --checkpoint FILE
 
 Fine-tuning runs `training.finetune.finetune_on_stack` at the Fine-tune widget's defaults
-(300 iterations, learning rate 5e-5, batch 4, 256 px crops) unless told otherwise; only frame 0's
+(100 iterations, learning rate 5e-5, batch 4, 256 px crops) unless told otherwise; only frame 0's
 labels are given to it. Both models propagate at the base model's working size and are scored
 with `rgmp evaluate`'s code (J, F, J&F; first and last frames excluded). The fine-tuned
 checkpoints are written under --out (a temporary folder by default).
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("data_root", help="DAVIS-layout root, or 'samples' for the bundled synthetic samples")
     parser.add_argument("sequences", nargs="*", help="sequence names (samples: microscopy, video; default both)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="base model (default: the bundled model)")
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop-size", type=int, default=256)

@@ -107,7 +107,7 @@ class FinetuneWidget(QWidget):
         self.frames_label, self.checkpoint_info, self.status_label = _note(), _note(), _note()
         self.base_combo = QComboBox()
         self.browse_button = QPushButton("Browse...")
-        self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=300, singleStep=50)
+        self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=100, singleStep=50)
         self.learning_rate = QLineEdit("5e-05")
         validator = QDoubleValidator(0.0, 1.0, 12, self.learning_rate)
         validator.setNotation(QDoubleValidator.Notation.ScientificNotation)

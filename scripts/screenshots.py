@@ -46,7 +46,7 @@ def settle(viewer, seconds: float = 0.5) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs/images"))
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int, default=None, help="default: the widget's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +74,8 @@ def main() -> None:
 
     _, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")
     finetune.set_base_checkpoint(base)
-    finetune.iterations.setValue(args.iterations)
+    if args.iterations is not None:
+        finetune.iterations.setValue(args.iterations)
     if untrained:  # from scratch it needs a higher rate than the widget's default for adapting a model
         finetune.learning_rate.setText("1e-3")
     finetune.crop_size.setValue(192)

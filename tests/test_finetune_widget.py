@@ -293,7 +293,7 @@ def test_axis_choice_for_4d_stacks(make_widget, qtbot):
 
 def test_defaults_device_list_and_output_name(make_widget, base):
     _, widget = make_widget()
-    assert widget.iterations.value() == 300
+    assert widget.iterations.value() == 100
     assert float(widget.learning_rate.text()) == pytest.approx(5e-5)
     devices = [widget.device.itemText(i) for i in range(widget.device.count())]
     assert devices[:2] == ["auto", "cpu"] and widget.device.currentText() == "auto"

@@ -1,6 +1,6 @@
 """Fine-tuning a checkpoint on a user's stack (domain adaptation from a few labelled frames).
 
-    path = finetune_on_stack(images, labels, "base.pt", out="adapted.pt", iterations=300)
+    path = finetune_on_stack(images, labels, "base.pt", out="adapted.pt", iterations=100)
 
 ``labels`` is a (T, H, W) stack in which the annotated frames hold labels and all other frames
 are 0. Training samples: pairs between two annotated frames (the same object in both), and
@@ -104,7 +104,7 @@ def finetune_on_stack(
     base: str | Path,
     *,
     out: str | Path,
-    iterations: int = 300,
+    iterations: int = 100,
     lr: float = 5e-5,
     crop_size: tuple[int, int] = (256, 256),
     batch_size: int = 4,
