@@ -82,6 +82,22 @@ def sample_sequences(names: Sequence[str]) -> list[EvalSequence]:
     return out
 
 
+def load_sequences(data_root: str, names: Sequence[str]) -> list[EvalSequence]:
+    """'samples' (the named samples, default both) or the named sequences of a DAVIS root."""
+    if data_root == "samples":
+        return sample_sequences(names or SAMPLES)
+    if not names:
+        raise ValueError("name the sequences to evaluate, e.g. libby scooter-black")
+    return davis_sequences(Path(data_root), names)
+
+
+def resolve_max_size(given: int | None, working: int | None) -> int | None:
+    """The working size: --max-size when given (0 = full size: None), else the model's
+    working_size metadata (as `rgmp propagate` uses it), else DEFAULT_MAX_SIZE."""
+    size = given if given is not None else (working or DEFAULT_MAX_SIZE)
+    return size or None
+
+
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
                 device: str) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
     key = np.asarray(seq.truth[0])
@@ -159,12 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    if args.data_root == "samples":
-        sequences = sample_sequences(args.sequences or SAMPLES)
-    else:
-        if not args.sequences:
-            parser.error("name the sequences to evaluate, e.g. libby scooter-black")
-        sequences = davis_sequences(Path(args.data_root), args.sequences)
+    try:
+        sequences = load_sequences(args.data_root, args.sequences)
+    except ValueError as error:
+        parser.error(str(error))
 
     model, working = None, None
     if any(m.startswith("model") for m in methods):
@@ -177,8 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, info = load_checkpoint(checkpoint)
         print(f"model: {checkpoint} ({info.describe()})")
         working = info.working_size
-    max_size = args.max_size if args.max_size is not None else (working or DEFAULT_MAX_SIZE)
-    max_size = max_size or None
+    max_size = resolve_max_size(args.max_size, working)
     print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px")
     for seq in sequences:
         h, w = np.asarray(seq.truth[0]).shape

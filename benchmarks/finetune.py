@@ -26,13 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.accuracy import (  # noqa: E402
-    DEFAULT_MAX_SIZE,
-    EvalSequence,
-    davis_sequences,
-    propagation,
-    sample_sequences,
-)
+from benchmarks.accuracy import EvalSequence, load_sequences, propagation, resolve_max_size  # noqa: E402
 from rgmp_model.metrics import SequenceScores, evaluate_sequence  # noqa: E402
 
 
@@ -44,7 +38,7 @@ def first_frame_labels(seq: EvalSequence) -> np.ndarray:
     return labels
 
 
-def score(seq: EvalSequence, model, max_size: int, device: str) -> SequenceScores:
+def score(seq: EvalSequence, model, max_size: int | None, device: str) -> SequenceScores:
     """Propagate forward from frame 0's ground truth and score against the ground truth."""
     predicted = np.zeros((len(seq.truth), *np.asarray(seq.truth[0]).shape), dtype=np.int64)
     for t, labels, _ in propagation("model", seq, model, max_size, "tvl1", device):
@@ -62,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--max-size", type=int, default=None,
-                        help="working size (default: the base model's working_size metadata, else 480)")
+                        help="working size; 0 = full size (default: the base model's working_size metadata, "
+                             "else 480)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="folder for the fine-tuned checkpoints")
     args = parser.parse_args(argv)
@@ -75,17 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if base is None:
         raise SystemExit("no bundled model in this build: pass --checkpoint FILE")
     base_model, info = load_checkpoint(base, device=args.device)
-    max_size = args.max_size or info.working_size or DEFAULT_MAX_SIZE
-    if args.data_root == "samples":
-        sequences = sample_sequences(args.sequences or ["microscopy", "video"])
-    else:
-        if not args.sequences:
-            raise SystemExit("name the sequences to run under DATA_ROOT")
-        sequences = davis_sequences(Path(args.data_root), args.sequences)
+    max_size = resolve_max_size(args.max_size, info.working_size)
+    try:
+        sequences = load_sequences(args.data_root, args.sequences)
+    except ValueError as error:
+        parser.error(str(error))
     out = args.out or Path(tempfile.mkdtemp(prefix="rgmp-finetune-bench-"))
 
     print(f"base: {Path(base).name}; fine-tuning {args.iterations} iterations, lr {args.lr:g}, batch "
-          f"{args.batch_size}, crop {args.crop_size} px on frame 0; working size {max_size}; device {args.device}")
+          f"{args.batch_size}, crop {args.crop_size} px on frame 0; working size {max_size or 'full'}; device {args.device}")
     header = f"{'sequence':<22}{'base J&F':>10}{'tuned J&F':>11}{'gain':>8}{'tuning min':>12}"
     print(header + "\n" + "-" * len(header), flush=True)
     rows = []

@@ -21,6 +21,7 @@ import torch
 
 from rgmp_model.checkpoint import load_checkpoint, read_checkpoint_info
 from rgmp_model.frames import FrameStack
+from rgmp_model.inference import PAD_MULTIPLE
 from rgmp_model.label_io import open_label_stack
 from rgmp_model.labels import validate_label_frame
 from rgmp_model.stack_io import open_image_stack
@@ -142,8 +143,9 @@ def finetune_on_stack(
     })
     source = AnnotatedFrames(images, labels, frames)
     height, width = source.stack.height, source.stack.width
-    # No larger than the frame (small frames are padded to 32), and a multiple of 32 for the network.
-    crop = tuple(max(32, min(size, frame) // 32 * 32) for size, frame in zip(crop_size, (height, width)))
+    # No larger than the frame (small frames are padded), and a multiple of the network's stride.
+    crop = tuple(max(PAD_MULTIPLE, min(size, frame) // PAD_MULTIPLE * PAD_MULTIPLE)
+                 for size, frame in zip(crop_size, (height, width)))
     dataset = StackPairDataset(source, crop_size=crop, seed=seed, min_object_pixels=16)
     model = load_checkpoint(base)[0]
     metadata = {
