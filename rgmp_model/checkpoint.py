@@ -241,11 +241,13 @@ def _from_authors_layout(
 
 
 def _infer_config(state_dict: Mapping[str, Tensor]) -> ModelConfig:
-    """Backbone and decoder width of a bare state dict in our naming. Anything unrecognised gets
+    """Encoder (backbone) and decoder width of a bare state dict in our naming. Anything unrecognised gets
     the published ResNet-50 / 256 configuration, so the strict load names what does not fit."""
     pred = state_dict.get("decoder.pred2.weight")
     channels = int(pred.shape[1]) if pred is not None and pred.dim() == 4 else 256
-    if "encoder.res2.0.conv3.weight" in state_dict:  # bottleneck blocks
+    if "encoder.stem_conv.weight" in state_dict:  # EfficientNet-Lite: Lite2 has 21 blocks, Lite0 16
+        backbone = "efficientnet_lite2" if "encoder.blocks.20.project.0.weight" in state_dict else "efficientnet_lite0"
+    elif "encoder.res2.0.conv3.weight" in state_dict:  # bottleneck blocks
         backbone = "resnet50"
     elif "encoder.res2.0.conv2.weight" in state_dict:  # basic blocks: 18 or 34 layers
         backbone = "resnet34" if "encoder.res3.3.conv1.weight" in state_dict else "resnet18"

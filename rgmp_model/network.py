@@ -1,8 +1,9 @@
 """The RGMP network (Oh et al., CVPR 2018, "Fast Video Object Segmentation by Reference-Guided
 Mask Propagation").
 
-A Siamese encoder (a torchvision ResNet with frozen BatchNorm; the 1-channel mask enters through
-its own 7x7 stride-2 convolution whose output is added to conv1's) encodes the reference (annotated
+A Siamese encoder (:mod:`rgmp_model.encoders`: a torchvision ResNet or an EfficientNet-Lite with
+frozen BatchNorm; the 1-channel mask enters through its own convolution whose output is added to
+the stem's) encodes the reference (annotated
 frame + its mask) and the target (current frame + previous soft mask). A global convolution block
 on concat(target r5, reference r5), a residual block and three refinement modules with skip
 connections decode a 2-class mask. Heads at 1/32, 1/16, 1/8 and 1/4 are kept for deep supervision.
@@ -14,30 +15,22 @@ did in PyTorch 0.3.1, with which the authors trained their released ``weights.pt
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
 
-# backbone name -> (torchvision builder, ImageNet weights enum name, channels of r2, r3, r4, r5)
-_BACKBONES: dict[str, tuple[Callable[..., nn.Module], str, tuple[int, int, int, int]]] = {
-    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", (64, 128, 256, 512)),
-    "resnet34": (torchvision.models.resnet34, "ResNet34_Weights", (64, 128, 256, 512)),
-    "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", (256, 512, 1024, 2048)),
-}
-BACKBONES: tuple[str, ...] = tuple(_BACKBONES)
+from .encoders import ENCODERS, EncoderFeatures, build_encoder
 
-# ImageNet normalisation, applied inside the encoder to frames in [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Encoder names (the checkpoint's ``backbone``), ResNets first.
+BACKBONES: tuple[str, ...] = tuple(ENCODERS)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of an RGMP network: encoder backbone and decoder width.
+    """Architecture of an RGMP network: the encoder (``backbone``, a name of
+    :data:`rgmp_model.encoders.ENCODERS`) and the decoder width.
 
     The published network is ``ModelConfig("resnet50", 256)``.
     """
@@ -46,7 +39,7 @@ class ModelConfig:
     decoder_channels: int = 256
 
     def __post_init__(self) -> None:
-        if self.backbone not in _BACKBONES:
+        if self.backbone not in ENCODERS:
             raise ValueError(
                 f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}"
             )
@@ -58,7 +51,7 @@ class ModelConfig:
     @property
     def skip_channels(self) -> tuple[int, int, int, int]:
         """Channels of the encoder features r2, r3, r4, r5."""
-        return _BACKBONES[self.backbone][2]
+        return ENCODERS[self.backbone].channels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,16 +62,6 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**values)
-
-
-class EncoderFeatures(NamedTuple):
-    """Encoder outputs for a batch of B frames of size (H, W): r5 (B, C5, H/32, W/32),
-    r4 (B, C4, H/16, W/16), r3 (B, C3, H/8, W/8), r2 (B, C2, H/4, W/4)."""
-
-    r5: Tensor
-    r4: Tensor
-    r3: Tensor
-    r2: Tensor
 
 
 class DecoderOutput(NamedTuple):
@@ -95,67 +78,6 @@ class DecoderOutput(NamedTuple):
 def upsample_bilinear(x: Tensor, scale_factor: int) -> Tensor:
     """(B, C, h, w) -> (B, C, h*s, w*s), bilinear with align_corners=True (PyTorch 0.3.1)."""
     return F.interpolate(x, scale_factor=scale_factor, mode="bilinear", align_corners=True)
-
-
-def _resnet(backbone: str, imagenet_weights: bool) -> nn.Module:
-    builder, weights_enum_name, _ = _BACKBONES[backbone]
-    resnet = builder(weights=None, norm_layer=FrozenBatchNorm2d)
-    if imagenet_weights:
-        resnet.load_state_dict(_imagenet_state_dict(backbone, weights_enum_name))
-    return resnet
-
-
-def _imagenet_state_dict(backbone: str, weights_enum_name: str) -> dict[str, Tensor]:
-    """ImageNet weights from the torch hub cache, downloading them only if missing."""
-    weights = getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1
-    cache_dir = f"{torch.hub.get_dir()}/checkpoints"
-    try:
-        return torch.hub.load_state_dict_from_url(
-            weights.url, progress=False, map_location="cpu", weights_only=True
-        )
-    except OSError as error:  # URLError, socket errors, HTTP errors are all OSErrors
-        filename = weights.url.rsplit("/", 1)[-1]
-        raise FileNotFoundError(
-            f"ImageNet weights for {backbone} are not in the torch cache {cache_dir} and could "
-            f"not be downloaded ({error}). On a machine without internet, copy {filename} "
-            f"(from {weights.url}) into {cache_dir}, or build the model without ImageNet weights."
-        ) from error
-
-
-class Encoder(nn.Module):
-    """ResNet encoder taking a frame and a 1-channel mask (Siamese: one instance serves both the
-    reference and the target stream)."""
-
-    def __init__(self, backbone: str = "resnet50", imagenet_weights: bool = False) -> None:
-        super().__init__()
-        resnet = _resnet(backbone, imagenet_weights)
-        self.conv1_mask = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=True)
-        self.conv1 = resnet.conv1
-        self.bn1 = resnet.bn1
-        self.relu = resnet.relu
-        self.maxpool = resnet.maxpool
-        self.res2 = resnet.layer1  # 1/4
-        self.res3 = resnet.layer2  # 1/8
-        self.res4 = resnet.layer3  # 1/16
-        self.res5 = resnet.layer4  # 1/32
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, frame: Tensor, mask: Tensor) -> EncoderFeatures:
-        """frame (1 or B, 3, H, W) RGB in [0, 1]; mask (B, 1, H, W) or (B, H, W) in [0, 1].
-
-        A single frame is shared by all B masks: its conv1 response is computed once and
-        broadcast, which is how several objects of one frame go through in one batch.
-        """
-        if mask.dim() == 3:
-            mask = mask.unsqueeze(1)
-        x = self.conv1((frame - self.mean) / self.std) + self.conv1_mask(mask.to(frame.dtype))
-        x = self.maxpool(self.relu(self.bn1(x)))
-        r2 = self.res2(x)
-        r3 = self.res3(r2)
-        r4 = self.res4(r3)
-        r5 = self.res5(r4)
-        return EncoderFeatures(r5, r4, r3, r2)
 
 
 class GlobalConvolution(nn.Module):
@@ -243,12 +165,12 @@ class RGMP(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig(), imagenet_weights: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.backbone, imagenet_weights)
+        self.encoder = build_encoder(config.backbone, imagenet_weights)
         self.decoder = Decoder(config.skip_channels, config.decoder_channels)
 
     def encode(self, frame: Tensor, mask: Tensor) -> EncoderFeatures:
         """frame (1 or B, 3, H, W) in [0, 1], mask (B, [1,] H, W) in [0, 1] -> features."""
-        return self.encoder(frame, mask)
+        return EncoderFeatures(*self.encoder(frame, mask))
 
     def decode(self, target: EncoderFeatures, reference_r5: Tensor) -> DecoderOutput:
         """Target features (B frames) + reference r5 (B, C5, H/32, W/32) -> 2-class logits."""
@@ -265,6 +187,6 @@ class RGMP(nn.Module):
 def build_rgmp(
     backbone: str = "resnet50", decoder_channels: int = 256, imagenet_weights: bool = False
 ) -> RGMP:
-    """Build an RGMP network with random weights (ImageNet encoder weights only on request;
-    nothing is downloaded unless ``imagenet_weights=True``)."""
+    """Build an RGMP network with random weights (ImageNet encoder weights on request, read from
+    local files: nothing is ever downloaded)."""
     return RGMP(ModelConfig(backbone, decoder_channels), imagenet_weights=imagenet_weights)

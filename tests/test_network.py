@@ -11,6 +11,20 @@ from rgmp_model import BACKBONES, ModelConfig, build_rgmp, load_checkpoint
 from rgmp_model.network import upsample_bilinear
 
 
+# Per encoder: its mask convolution and a weight of its deepest block (both must get gradients).
+_MASK_AND_DEEPEST = {
+    "resnet18": ("encoder.conv1_mask.weight", "encoder.res5.1.conv1.weight"),
+    "resnet34": ("encoder.conv1_mask.weight", "encoder.res5.2.conv1.weight"),
+    "resnet50": ("encoder.conv1_mask.weight", "encoder.res5.2.conv3.weight"),
+    "efficientnet_lite0": ("encoder.mask_conv.weight", "encoder.blocks.15.project.0.weight"),
+    "efficientnet_lite2": ("encoder.mask_conv.weight", "encoder.blocks.20.project.0.weight"),
+}
+
+
+def test_every_backbone_is_checked_below() -> None:
+    assert set(_MASK_AND_DEEPEST) == set(BACKBONES)
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_output_shapes_and_gradient_flow(backbone: str) -> None:
     torch.manual_seed(0)
@@ -26,7 +40,8 @@ def test_output_shapes_and_gradient_flow(backbone: str) -> None:
     loss = sum(o.square().mean() for o in out)
     loss.backward()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert "encoder.conv1_mask.weight" in trainable and "encoder.res5.1.conv1.weight" in trainable
+    mask_conv, deepest = _MASK_AND_DEEPEST[backbone]
+    assert mask_conv in trainable and deepest in trainable
     without_gradient = [n for n, p in trainable.items() if p.grad is None or not p.grad.abs().sum() > 0]
     assert without_gradient == []
 
