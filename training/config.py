@@ -22,15 +22,19 @@ from typing import Any, Sequence
 import yaml
 
 STAGES = ("pretrain", "video", "finetune")
-SOURCE_KINDS = ("folder", "voc", "davis", "youtube_vos", "tiff", "synthetic_video", "synthetic_microscopy")
+SOURCE_KINDS = (
+    "folder", "voc", "davis", "youtube_vos", "tiff", "synthetic_video", "synthetic_microscopy",
+    "synthetic_fluorescence",
+)
 
 
 @dataclass(frozen=True)
 class SourceSpec:
     """One data source. ``kind``: folder (images + ``masks`` folders), voc (Pascal VOC root),
-    davis (DAVIS root; ``sequences``/``exclude`` select sequences), youtube_vos (a YouTube-VOS
-    split folder), tiff (image stack ``path`` + label stack ``labels``), synthetic_video or
-    synthetic_microscopy (``count`` generated sequences). ``weight``: sampling weight."""
+    davis (DAVIS root; ``sequences``/``exclude`` select sequences, ``resolution`` the
+    JPEGImages/Annotations sub-folder, e.g. 360p), youtube_vos (a YouTube-VOS split folder), tiff
+    (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy or
+    synthetic_fluorescence (``count`` generated sequences). ``weight``: sampling weight."""
 
     kind: str
     path: str | None = None
@@ -42,6 +46,7 @@ class SourceSpec:
     num_frames: int = 24
     size: tuple[int, int] = (240, 320)
     weight: float = 1.0
+    resolution: str = "480p"
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:

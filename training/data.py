@@ -39,10 +39,10 @@ def still_image_source(spec: SourceSpec, seed: int) -> Any:
     if spec.kind == "voc":
         return VOCSource(spec.path)
     if spec.kind == "davis":
-        return DavisFramesSource(spec.path, sequences=spec.sequences, exclude=spec.exclude)
+        return DavisFramesSource(spec.path, sequences=spec.sequences, exclude=spec.exclude, resolution=spec.resolution)
     if spec.kind == "tiff":
         return TiffStackSource(spec.path, spec.labels)
-    if spec.kind in ("synthetic_video", "synthetic_microscopy"):
+    if spec.kind.startswith("synthetic_"):
         return SyntheticSource(spec.kind.removeprefix("synthetic_"), count=spec.count, size=spec.size, seed=seed)
     raise ValueError(f"a {spec.kind} source holds videos: use it in the video stage, not in pretrain")
 
@@ -50,12 +50,12 @@ def still_image_source(spec: SourceSpec, seed: int) -> Any:
 def video_source(spec: SourceSpec, seed: int) -> Any:
     """A stage-2 source of annotated videos."""
     if spec.kind == "davis":
-        return DavisSource(spec.path, sequences=spec.sequences, exclude=spec.exclude)
+        return DavisSource(spec.path, sequences=spec.sequences, exclude=spec.exclude, resolution=spec.resolution)
     if spec.kind == "youtube_vos":
         return YouTubeVOSSource(spec.path, sequences=spec.sequences, exclude=spec.exclude)
     if spec.kind == "tiff":
         return TiffVideoSource([(spec.path, spec.labels)])
-    if spec.kind in ("synthetic_video", "synthetic_microscopy"):
+    if spec.kind.startswith("synthetic_"):
         return SyntheticVideoSource(spec.kind.removeprefix("synthetic_"), count=spec.count,
                                     num_frames=spec.num_frames, size=spec.size, seed=seed)
     raise ValueError(f"a {spec.kind} source holds still images: use it in pretrain, not in the video stage")

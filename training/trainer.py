@@ -5,6 +5,8 @@ Files written under ``config.output_dir``:
   checkpoints/last.pt   training state (model, optimiser, scaler, RNG states, iteration, history),
                         rewritten atomically every ``schedule.checkpoint_every`` iterations
   model.pt              the trained network in napari-rgmp's checkpoint format, with metadata
+  best.pt               the network at the validation with the highest overall J&F so far (same
+                        format; its metadata names the iteration and the scores): the one to ship
   train_log.csv         iteration, loss, learning rate, seconds, samples/s
   validation.csv        iteration, sequence, J, F, J&F (overall rows: sequence "overall")
   training.png          loss and validation J&F curves
@@ -257,11 +259,16 @@ class Trainer:
                               self.config.validation.max_frames, self.config.validation.max_size)
             model.train()
             iteration = self.history.iteration
+            best_so_far = max((jf for _, jf in self.history.validation), default=-1.0)
             self.history.validation.append((iteration, result.overall.jf_mean))
             rows = [(scores.name, scores.j_mean, scores.f_mean, scores.jf_mean) for scores in result.sequences]
             rows.append(("overall", result.overall.j_mean, result.overall.f_mean, result.overall.jf_mean))
             _append_csv(self.output_dir / "validation.csv", ["iteration", "sequence", "j", "f", "jf"],
                         [[iteration, name, f"{j:.4f}", f"{f:.4f}", f"{jf:.4f}"] for name, j, f, jf in rows])
+            if result.overall.jf_mean > best_so_far:
+                scores = {name: round(jf, 4) for name, _, _, jf in rows}
+                self._export(model, self.output_dir / "best.pt", {"best_validation": {"iteration": iteration,
+                                                                                     "jf": scores}})
         runtime.barrier()
 
     def _earlier_stages(self) -> list[dict[str, Any]]:
@@ -273,26 +280,31 @@ class Trainer:
             return [dict(stage) for stage in meta["stages"]]
         return [{"recipe": meta.get("recipe", "unknown"), "iterations": meta.get("iterations")}]
 
+    def _export(self, model: RGMP, path: Path, extra: dict[str, Any] | None = None) -> None:
+        """``model`` (BatchNorm frozen again) in the checkpoint format, with the run's metadata."""
+        step = max(1, len(self.history.losses) // _CURVE_POINTS)
+        metadata = {
+            "recipe": self.config.stage,
+            "config": self.config.to_dict(),
+            "data": [source["kind"] + (f":{source['path']}" if source.get("path") else "")
+                     for source in self.config.to_dict()["data"]["sources"]],
+            "iterations": self.history.iteration,
+            "loss_curve": [list(x) for x in self.history.losses[::step]],
+            "validation_jf": [list(x) for x in self.history.validation],
+            "base_checkpoint": self.config.model.init_checkpoint,
+            "stages": [*self._earlier_stages(), {"recipe": self.config.stage, "iterations": self.history.iteration}],
+            **self.metadata,
+            **(extra or {}),
+        }
+        save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
+
     def _finish(self, runtime: Runtime, model: RGMP) -> Path:
         path = self.output_dir / "model.pt"
         if runtime.distributed:  # every rank records its weights: they must be identical
             digest = state_dict_sha256(model.state_dict())
             (self.output_dir / f"weights_rank{runtime.rank}.sha256").write_text(digest + "\n")
         if runtime.is_main:
-            step = max(1, len(self.history.losses) // _CURVE_POINTS)
-            metadata = {
-                "recipe": self.config.stage,
-                "config": self.config.to_dict(),
-                "data": [source["kind"] + (f":{source['path']}" if source.get("path") else "")
-                         for source in self.config.to_dict()["data"]["sources"]],
-                "iterations": self.history.iteration,
-                "loss_curve": [list(x) for x in self.history.losses[::step]],
-                "validation_jf": [list(x) for x in self.history.validation],
-                "base_checkpoint": self.config.model.init_checkpoint,
-                "stages": [*self._earlier_stages(), {"recipe": self.config.stage, "iterations": self.history.iteration}],
-                **self.metadata,
-            }
-            save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
+            self._export(model, path)
             plot_training(self.output_dir / "training.png", self.history.losses, self.history.validation)
         runtime.barrier()
         return path
