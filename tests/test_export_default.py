@@ -30,7 +30,7 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
         seq = synthetic_video(num_frames=5, height=48, width=64, num_objects=1, seed=seed)
         save_davis_layout(dataclasses.replace(seq, name=name), davis)
     torch.manual_seed(0)
-    trained = save_checkpoint(tmp_path / "model.pt", build_rgmp("resnet18", 8),
+    trained = save_checkpoint(tmp_path / "model.pt", build_rgmp("efficientnet_lite0", 8),
                               {"recipe": "video", "iterations": 3,
                                "stages": [{"recipe": "pretrain", "iterations": 5}, {"recipe": "video", "iterations": 3}]})
     out = tmp_path / "weights" / "default.pt"
@@ -39,9 +39,11 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
     assert entry.ok, entry.problem
     assert out.with_name("default.pt.sha256").is_file()
     meta = entry.info.metadata
-    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 320
-    assert set(meta["validation"]) == {"DAVIS libby+scooter-black J&F", "synthetic microscopy sample J&F",
+    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 384
+    assert set(meta["validation"]) == {"DAVIS-2016 validation (2 clips) J&F", "synthetic microscopy sample J&F",
                                        "synthetic video sample J&F"}
+    assert meta["encoder"] == "efficientnet_lite0"
+    assert "non-commercial" in meta["licence"] and "DUTS" in meta["trained_on"]
     state = torch.load(out, weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     model, _ = load_checkpoint(out)
