@@ -1,8 +1,9 @@
-"""Accuracy and speed of a model against the non-learned baselines, on DAVIS-layout sequences or
-on the plugin's synthetic samples.
+"""Accuracy and speed of a model against the non-learned baselines, on DAVIS-layout sequences, on
+the plugin's synthetic samples or on a fixed set of realistic fluorescence nuclei time-lapses.
 
     python benchmarks/accuracy.py ../shared/data/davis16-dev libby scooter-black
     python benchmarks/accuracy.py samples                 # synthetic microscopy + synthetic video
+    python benchmarks/accuracy.py fluorescence            # sparse-uint8 dense-uint16 large-uint8
     python benchmarks/accuracy.py DATA_ROOT SEQ... --checkpoint weights.pth --methods model
 
 Every method propagates forward from frame 0's ground truth (DAVIS semi-supervised protocol) and
@@ -11,6 +12,8 @@ back and scored with `rgmp evaluate`'s code (J, F, J&F; first and last frames ex
 Methods: model (default: the bundled model), model+flow (the same with flow guidance),
 flow (optical-flow warping baseline), copy (keyframe copied to every frame). frames/s counts the
 propagation alone (no file writing), on this machine's CPU or the chosen device.
+The fluorescence set (benchmarks/fluorescence_set.py) knows every nucleus's brightness: its table
+adds "J dim10", the mean J of the dimmest tenth of the nuclei (at least one per sequence).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baselines import copy_propagation, flow_propagation  # noqa: E402
+from benchmarks.fluorescence_set import FLUORESCENCE_SET, fluorescence_sequences  # noqa: E402
 from rgmp_model.cli import find_sequences  # noqa: E402
 from rgmp_model.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
 from rgmp_model.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
 from rgmp_model.stack_io import open_image_stack  # noqa: E402
+from rgmp_model.synthetic_fluorescence import dimmest_ids  # noqa: E402
 
 METHODS = ("model", "model+flow", "flow", "copy")
 SAMPLES = ("microscopy", "video")
@@ -45,6 +50,7 @@ class EvalSequence:
     frames: Any  # (T, H, W[, C]) array-like
     truth: Any  # (T, H, W) label array-like
     images: Any = None  # what frame_names() reads the output file names from
+    brightness: Mapping[int, float] | None = None  # object id -> mean brightness, when known
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Run:
     scores: SequenceScores
     frames: int
     seconds: float
+    dim_j: tuple[float, ...] | None = None  # J of the dimmest tenth of the objects, when brightness is known
 
     @property
     def fps(self) -> float:
@@ -83,9 +90,13 @@ def sample_sequences(names: Sequence[str]) -> list[EvalSequence]:
 
 
 def load_sequences(data_root: str, names: Sequence[str]) -> list[EvalSequence]:
-    """'samples' (the named samples, default both) or the named sequences of a DAVIS root."""
+    """'samples' (the named samples, default both), 'fluorescence' (the named sequences of the
+    fluorescence set, default all) or the named sequences of a DAVIS root."""
     if data_root == "samples":
         return sample_sequences(names or SAMPLES)
+    if data_root == "fluorescence":
+        found = fluorescence_sequences(names)
+        return [EvalSequence(s.name, s.frames, s.labels, brightness=s.brightness) for s in found]
     if not names:
         raise ValueError("name the sequences to evaluate, e.g. libby scooter-black")
     return davis_sequences(Path(data_root), names)
@@ -131,21 +142,33 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     # Scored as `rgmp evaluate OUT/<method> GT` does: the written files against the ground truth.
     predicted = open_label_stack(find_sequences(out_root / method)[seq.name])
     scores = evaluate_sequence(predicted, seq.truth, name=seq.name)
-    return Run(method, scores, count - 1, seconds)
+    dim_j = None
+    if seq.brightness is not None:
+        scored = {o.object_id: o.j_mean for o in scores.objects}
+        dim_j = tuple(scored[i] for i in dimmest_ids({i: seq.brightness[i] for i in scored}, 0.1))
+    return Run(method, scores, count - 1, seconds, dim_j)
+
+
+def _dim_cell(values: Sequence[float] | None) -> str:
+    return f" {np.mean(values):7.3f}" if values else f" {'-':>7}"
 
 
 def format_runs(runs: list[Run], methods: Sequence[str]) -> str:
-    lines = [f"{'method':<11} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6} {'frames/s':>9}"]
+    """The results table; a "J dim10" column when some sequence knows its objects' brightness."""
+    dim = any(r.dim_j is not None for r in runs)
+    lines = [f"{'method':<11} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6}" + (" J dim10" if dim else "")
+             + f" {'frames/s':>9}"]
     lines.append("-" * len(lines[0]))
     for method in methods:
         mine = [r for r in runs if r.method == method]
         for r in mine:
             lines.append(f"{method:<11} {r.scores.name:<22} {r.scores.j_mean:6.3f} {r.scores.f_mean:6.3f} "
-                         f"{r.scores.jf_mean:6.3f} {r.fps:9.2f}")
+                         f"{r.scores.jf_mean:6.3f}" + (_dim_cell(r.dim_j) if dim else "") + f" {r.fps:9.2f}")
         overall = summarize([r.scores for r in mine])
         fps = sum(r.frames for r in mine) / max(sum(r.seconds for r in mine), 1e-9)
+        dim_all = [j for r in mine for j in (r.dim_j or ())]  # over objects, like the other columns
         lines.append(f"{method:<11} {'mean':<22} {overall.j_mean:6.3f} {overall.f_mean:6.3f} "
-                     f"{overall.jf_mean:6.3f} {fps:9.2f}")
+                     f"{overall.jf_mean:6.3f}" + (_dim_cell(dim_all) if dim else "") + f" {fps:9.2f}")
         lines.append("-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -156,8 +179,9 @@ def mean_jf(runs: list[Run], method: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_root", help="a DAVIS root (JPEGImages/, Annotations/), or 'samples'")
-    parser.add_argument("sequences", nargs="*", help="sequence names (for 'samples': microscopy, video)")
+    parser.add_argument("data_root", help="a DAVIS root (JPEGImages/, Annotations/), 'samples' or 'fluorescence'")
+    parser.add_argument("sequences", nargs="*", help="sequence names (for 'samples': microscopy, video; for "
+                        f"'fluorescence': {', '.join(FLUORESCENCE_SET)})")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "model+flow"),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
@@ -203,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seq in sequences:
             for method in methods:
                 run = run_method(method, seq, model, out_root, max_size, args.flow_method, args.device)
-                print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}  {run.fps:.2f} frames/s", flush=True)
+                dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
+                print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}  {run.fps:.2f} frames/s",
+                      flush=True)
                 runs.append(run)
     print()
     print(format_runs(runs, methods))

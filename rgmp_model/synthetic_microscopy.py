@@ -11,6 +11,9 @@ cell rounds up, brightens, elongates and pinches (two merging "metaball" halves 
 into two daughters that move apart. **Id convention: both daughters keep the parent's id** (an
 id is a lineage, as for a user propagating frame-0 labels); ``SyntheticSequence.divisions``
 lists ``(frame, id)`` with ``frame`` the first frame in which the two daughters are separate.
+
+:class:`Cell`, :func:`render_cell`, :func:`step_cells` and ``TEX_SPAN`` are shared with
+:mod:`rgmp_model.synthetic_fluorescence` (same cell dynamics, other textures and image model).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ _G0 = 1.0 / np.sqrt(1.0 + np.log(2.0) / _ALPHA)  # two coincident halves of this
 _GD = 0.8  # daughter radius / parent radius at the split
 _SPLIT = 1.35  # half-distance between the daughters at the split, in daughter radii (>1.08: separate)
 _K = 4  # outline harmonics (k = 2..5)
-_TEX_SPAN = 1.4  # the texture covers +-1.4 cell radii
+TEX_SPAN = 1.4  # the texture covers +-1.4 cell radii
 
 
 @dataclass
-class _Cell:
+class Cell:
+    """State of one cell (or nucleus): ``tex`` is its emission map covering +-TEX_SPAN radii."""
+
     oid: int
     pos: np.ndarray  # (y, x)
     vel: np.ndarray
@@ -68,9 +73,9 @@ class _Cell:
 
 def _cell_texture(rng: np.random.Generator, radius: float) -> np.ndarray:
     """(P, P) float32 relative emission map of one cell, ~0.6 cytoplasm up to ~1.6 in the nucleus."""
-    size = int(2 * _TEX_SPAN * radius * 1.3) + 8
+    size = int(2 * TEX_SPAN * radius * 1.3) + 8
     c = (size - 1) / 2.0
-    s = c / _TEX_SPAN  # texture pixels per cell radius
+    s = c / TEX_SPAN  # texture pixels per cell radius
     yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) - c) / s
     tex = 0.6 + 0.1 * noise_field(rng, (size, size), max(0.25 * s, 1.0))[..., 0]
     tex += 0.05 * noise_field(rng, (size, size), max(0.07 * s, 0.7))[..., 0]
@@ -94,17 +99,17 @@ def _cell_texture(rng: np.random.Generator, radius: float) -> np.ndarray:
     return np.clip(tex, 0.2, None).astype(np.float32)
 
 
-def _new_cell(rng: np.random.Generator, oid: int, pos: np.ndarray, radius: float) -> _Cell:
+def _new_cell(rng: np.random.Generator, oid: int, pos: np.ndarray, radius: float) -> Cell:
     k = np.arange(1, _K + 1)
-    return _Cell(oid=oid, pos=pos, vel=np.zeros(2), radius=radius, target=radius,
+    return Cell(oid=oid, pos=pos, vel=np.zeros(2), radius=radius, target=radius,
                  angle=rng.uniform(0, 2 * np.pi), omega=rng.uniform(-0.05, 0.05),
                  amps=rng.uniform(0.0, 0.12, _K) / k**0.7, phases=rng.uniform(0, 2 * np.pi, _K),
                  tex=_cell_texture(rng, radius), brightness=rng.uniform(1000.0, 2500.0))
 
 
-def _place_cells(rng: np.random.Generator, n: int, h: int, w: int, base_r: float) -> list[_Cell]:
+def _place_cells(rng: np.random.Generator, n: int, h: int, w: int, base_r: float) -> list[Cell]:
     """Random non-overlapping initial cells; about a third are placed touching another one."""
-    cells: list[_Cell] = []
+    cells: list[Cell] = []
     for i in range(n):
         r = base_r * rng.uniform(0.8, 1.15)
         pos = np.array([h / 2, w / 2])
@@ -122,7 +127,7 @@ def _place_cells(rng: np.random.Generator, n: int, h: int, w: int, base_r: float
     return cells
 
 
-def _render_cell(signal: np.ndarray, best: np.ndarray, lab: np.ndarray, cell: _Cell, gain: float) -> None:
+def render_cell(signal: np.ndarray, best: np.ndarray, lab: np.ndarray, cell: Cell, gain: float) -> None:
     """Add the cell's emission to ``signal`` and claim the pixels where its field wins in ``lab``."""
     h, w = lab.shape
     blobs = cell.blobs()
@@ -138,7 +143,7 @@ def _render_cell(signal: np.ndarray, best: np.ndarray, lab: np.ndarray, cell: _C
     xs = np.arange(x0, x1, dtype=np.float32)[None, :]
     ca, sa = np.float32(np.cos(cell.angle)), np.float32(np.sin(cell.angle))
     tc = (cell.tex.shape[0] - 1) / 2.0
-    ts = tc / _TEX_SPAN
+    ts = tc / TEX_SPAN
     total = fmax = value = None
     for centre, r in blobs:
         dy, dx = ys - np.float32(centre[0]), xs - np.float32(centre[1])
@@ -162,10 +167,10 @@ def _render_cell(signal: np.ndarray, best: np.ndarray, lab: np.ndarray, cell: _C
     lab[y0:y1, x0:x1][claim] = cell.oid
 
 
-def _step(rng: np.random.Generator, cells: list[_Cell], t_next: int, t_n: int, h: int, w: int, unit: float,
-          division_rate: float, max_cells: int, divisions: list[tuple[int, int]]) -> list[_Cell]:
+def step_cells(rng: np.random.Generator, cells: list[Cell], t_next: int, t_n: int, h: int, w: int, unit: float,
+               division_rate: float, max_cells: int, divisions: list[tuple[int, int]]) -> list[Cell]:
     """Advance all cells to frame ``t_next``: motion, wobble, growth, divisions, repulsion, bounds."""
-    out: list[_Cell] = []
+    out: list[Cell] = []
     for c in cells:
         c.vel = 0.8 * c.vel + 0.35 * unit * rng.standard_normal(2)
         c.pos = c.pos + c.vel
@@ -181,7 +186,7 @@ def _step(rng: np.random.Generator, cells: list[_Cell], t_next: int, t_n: int, h
                 rs = c.radius * _GD
                 e = np.array([np.sin(c.axis), np.cos(c.axis)])
                 for sign in (1.0, -1.0):
-                    out.append(_Cell(oid=c.oid, pos=c.pos + sign * _SPLIT * rs * e, vel=c.vel + sign * 0.6 * unit * e,
+                    out.append(Cell(oid=c.oid, pos=c.pos + sign * _SPLIT * rs * e, vel=c.vel + sign * 0.6 * unit * e,
                                      radius=rs, target=c.target, angle=c.angle + (sign < 0) * np.pi, omega=c.omega,
                                      amps=c.amps * 0.5, phases=c.phases.copy(), tex=c.tex, brightness=c.brightness,
                                      wobble=0.0, refractory=10))
@@ -244,12 +249,12 @@ def synthetic_microscopy(num_frames: int = 24, height: int = 128, width: int = 1
     divisions: list[tuple[int, int]] = []
     for t in range(t_n):
         if t > 0:
-            cells = _step(rng, cells, t, t_n, h, w, unit, division_rate, 4 * max(n, 1), divisions)
+            cells = step_cells(rng, cells, t, t_n, h, w, unit, division_rate, 4 * max(n, 1), divisions)
         signal = np.zeros((h, w), np.float32)
         best = np.zeros((h, w), np.float32)
         for c in cells:
             mitosis = 1.0 + 0.35 * np.sin(np.pi * c.div_step / c.div_len) if c.div_step >= 0 else 1.0
-            _render_cell(signal, best, labels[t], c, mitosis)
+            render_cell(signal, best, labels[t], c, mitosis)
         expected = ndi.gaussian_filter(signal, psf) * (vignette * np.float32(illum[t])) + bg
         counts = rng.poisson(expected).astype(np.float32)
         counts += rng.standard_normal((h, w), dtype=np.float32) * np.float32(read) + np.float32(0.5)

@@ -20,6 +20,7 @@ from rgmp_model.frames import FrameStack
 from rgmp_model.label_io import open_label_stack, read_label_image
 from rgmp_model.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, open_image_stack, read_image
 from rgmp_model.synthetic import synthetic_video
+from rgmp_model.synthetic_fluorescence import random_fluorescence
 from rgmp_model.synthetic_microscopy import synthetic_microscopy
 from training.augment import (
     Window, background_window, color_jitter, crop_transform, deform_previous_mask,
@@ -236,13 +237,15 @@ class TiffStackSource:
 
 class SyntheticSource:
     """``count`` synthetic stills: item i is a frame of a short sequence generated from (seed, i) by
-    :func:`synthetic_video` (RGB, 1-4 textured objects) or :func:`synthetic_microscopy` (grey cells,
-    normalised by the sequence's percentiles). ``size`` = (height, width)."""
+    :func:`synthetic_video` (RGB, 1-4 textured objects), :func:`synthetic_microscopy` (grey cells) or
+    :func:`random_fluorescence` (GFP-like nuclei, sparse to dense, uint8 or uint16); grey frames are
+    normalised like the plugin's input (:class:`FrameStack`: uint8 / 255, else the sequence's
+    percentiles). ``size`` = (height, width)."""
 
     def __init__(self, flavour: str = "video", count: int = 1000, size: tuple[int, int] = (128, 160),
                  seed: int = 0, num_frames: int = 1) -> None:
-        if flavour not in ("video", "microscopy"):
-            raise ValueError(f"flavour must be 'video' or 'microscopy', got {flavour!r}")
+        if flavour not in ("video", "microscopy", "fluorescence"):
+            raise ValueError(f"flavour must be 'video', 'microscopy' or 'fluorescence', got {flavour!r}")
         if int(count) < 1 or int(num_frames) < 1 or min(size) < 32:
             raise ValueError(f"need count >= 1, num_frames >= 1 and size >= (32, 32); got {count}, {num_frames}, "
                              f"{size}")
@@ -260,6 +263,8 @@ class SyntheticSource:
         h, w = self.size
         if self.flavour == "video":
             seq = synthetic_video(self.num_frames, h, w, int(rng.integers(1, 5)), seed=seed)
+        elif self.flavour == "fluorescence":
+            seq = random_fluorescence(rng, self.num_frames, h, w)
         else:
             seq = synthetic_microscopy(self.num_frames, h, w, int(rng.integers(3, 10)), seed=seed)
         return FrameStack(seq.frames)[t], seq.labels[t].astype(np.int32)

@@ -17,6 +17,7 @@ import numpy as np
 from rgmp_model.label_io import open_label_stack, read_label_image
 from rgmp_model.stack_io import FrameFolder, PathLike, LazyFrames, natural_sort_key, open_image_stack
 from rgmp_model.synthetic import synthetic_video
+from rgmp_model.synthetic_fluorescence import fluorescence_cell_range, random_fluorescence
 from rgmp_model.synthetic_microscopy import synthetic_microscopy
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "SyntheticVideoSource", "validation_sequences",
 ]
 
-
+SYNTHETIC_FLAVOURS = ("video", "microscopy", "fluorescence")
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,16 +248,20 @@ class TiffVideoSource(_CachedSource):
 
 class SyntheticVideoSource(_CachedSource):
     """``count`` generated sequences (:func:`~rgmp_model.synthetic.synthetic_video` for ``flavour="video"``,
-    :func:`~rgmp_model.synthetic_microscopy.synthetic_microscopy` for ``"microscopy"``), each made
-    from ``(seed, i)`` on demand (0.1-0.3 s each; the last ``cache_size`` are kept). ``objects``:
-    inclusive range of objects / cells per sequence (default (1, 4) / (3, 10)). All frames annotated."""
+    :func:`~rgmp_model.synthetic_microscopy.synthetic_microscopy` for ``"microscopy"``,
+    :func:`~rgmp_model.synthetic_fluorescence.random_fluorescence` for ``"fluorescence"``: GFP-like
+    nuclei, uint8 or uint16), each made from ``(seed, i)`` on demand (0.1-0.3 s each; the last
+    ``cache_size`` are kept). ``objects``: inclusive range of objects / cells / nuclei per sequence
+    (default (1, 4) / (3, 10) / :func:`~rgmp_model.synthetic_fluorescence.fluorescence_cell_range`,
+    sparse to dense, drawn log-uniformly). All frames annotated."""
 
     def __init__(self, flavour: str = "video", count: int = 64, num_frames: int = 24, size: tuple[int, int] = (240, 320),
                  seed: int = 0, objects: tuple[int, int] | None = None, cache_size: int = 4) -> None:
         super().__init__(cache_size)
-        if flavour not in ("video", "microscopy"):
-            raise ValueError(f"flavour must be 'video' or 'microscopy', got {flavour!r}")
-        lo, hi = objects if objects is not None else ((1, 4) if flavour == "video" else (3, 10))
+        if flavour not in SYNTHETIC_FLAVOURS:
+            raise ValueError(f"flavour must be 'video', 'microscopy' or 'fluorescence', got {flavour!r}")
+        defaults = {"video": (1, 4), "microscopy": (3, 10), "fluorescence": fluorescence_cell_range(*size)}
+        lo, hi = objects if objects is not None else defaults[flavour]
         if int(count) < 1 or int(num_frames) < 1 or min(size) < 16 or not 1 <= lo <= hi:
             raise ValueError("need count >= 1, num_frames >= 1, size >= (16, 16) and objects = (lo, hi) with 1 <= lo <= hi")
         self.flavour, self.num_frames, self.seed = flavour, int(num_frames), int(seed)
@@ -265,6 +270,9 @@ class SyntheticVideoSource(_CachedSource):
 
     def _open(self, i: int) -> VideoSequence:
         rng = np.random.default_rng((self.seed, i))
+        if self.flavour == "fluorescence":
+            seq = random_fluorescence(rng, self.num_frames, self.size[0], self.size[1], self.objects)
+            return VideoSequence(self.names[i], seq.frames, seq.labels, tuple(range(self.num_frames)))
         n, gen_seed = int(rng.integers(self.objects[0], self.objects[1] + 1)), int(rng.integers(2**31))
         make = synthetic_video if self.flavour == "video" else synthetic_microscopy
         seq = make(self.num_frames, self.size[0], self.size[1], n, seed=gen_seed)
