@@ -171,6 +171,10 @@ def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", Checkpoi
     missing, unexpected = _key_mismatch(expected, state_dict)
     if missing or unexpected:
         raise ValueError(_mismatch_message(path, info.source, missing, unexpected))
+    non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ValueError(f"{path} holds NaN or infinite weights ({_listing(non_finite)}): it comes from a "
+                         "training run that diverged; use an earlier checkpoint of that run")
     return config, state_dict, info
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from rgmp_model import build_rgmp, load_checkpoint
+from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
 from training.config import STAGES, config_from_dict, load_config, parse_overrides
 from training.cli import CONFIG_DIR
 from training.objectives import ClipObjective, PairObjective
-from training.trainer import Trainer
+from training.trainer import Trainer, build_model
 
 SIZE = 64
 
@@ -176,3 +176,66 @@ def test_exported_metadata_lists_every_stage_behind_the_model(tmp_path) -> None:
     _, info = load_checkpoint(second)
     assert info.metadata["stages"] == [{"recipe": "pretrain", "iterations": 2}, {"recipe": "pretrain", "iterations": 3}]
     assert info.metadata["base_checkpoint"] == str(first)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoint(tmp_path) -> None:
+    from training.trainer import NonFiniteTrainingError
+
+    Trainer(tiny_config(tmp_path, iterations=3), TinyPairs(), pair_objective, show_progress=False).fit()
+    state = tmp_path / "checkpoints" / "last.pt"
+    good = state.read_bytes()
+    (tmp_path / "model.pt").unlink()
+
+    class Diverging(TinyPairs):  # NaN frames: the resumed run's first step (iteration 4) diverges
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            item["frame"] = item["frame"] * float("nan")
+            return item
+
+    resumed = Trainer(tiny_config(tmp_path, iterations=6), Diverging(), pair_objective, show_progress=False)
+    with pytest.raises(NonFiniteTrainingError, match=r"iteration 4: the loss or a gradient is not finite.*"
+                                                     r"last.pt \(iteration 3\) is kept untouched.*Lower optim.lr"):
+        resumed.fit()
+    assert state.read_bytes() == good and not (tmp_path / "model.pt").exists()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path) -> None:
+    from training.trainer import NonFiniteTrainingError
+
+    model = build_model(tiny_config(tmp_path))
+    # a weight outside the loss's graph: the loss stays finite, only the weight check can see it
+    model.register_parameter("spare", torch.nn.Parameter(torch.tensor([float("inf")])))
+    trainer = Trainer(tiny_config(tmp_path, iterations=3), TinyPairs(), pair_objective, model=model,
+                      show_progress=False)
+    with pytest.raises(NonFiniteTrainingError, match="iteration 3: some weights are NaN or infinite"):
+        trainer.fit()
+    assert len(trainer.history.losses) == 3 and all(np.isfinite(loss) for _, loss in trainer.history.losses)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_loader_refuses_checkpoints_with_non_finite_weights(tmp_path) -> None:
+    model = build_model(tiny_config(tmp_path))
+    with torch.no_grad():
+        model.decoder.pred5.weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", model)
+    with pytest.raises(ValueError, match=r"nan.pt holds NaN or infinite weights \(decoder.pred5.weight\)"):
+        load_checkpoint(path)
+
+
+def test_resume_cleans_orphan_temporaries_and_logs_each_iteration_once(tmp_path) -> None:
+    Trainer(tiny_config(tmp_path, iterations=4), TinyPairs(), pair_objective, show_progress=False).fit()
+    # a run killed after logging iteration 4 but before its next checkpoint (3), mid-save
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["iteration"] == 4
+    orphan = tmp_path / "checkpoints" / ".last.pt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    rows = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    # rewind the saved state to iteration 3 as if iteration 4 had not been saved
+    first = Trainer(tiny_config(tmp_path / "ref", iterations=3), TinyPairs(), pair_objective, show_progress=False)
+    first.fit()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes((tmp_path / "ref" / "checkpoints" / "last.pt").read_bytes())
+    Trainer(tiny_config(tmp_path, iterations=6), TinyPairs(), pair_objective, show_progress=False).fit()
+    assert not orphan.exists()
+    iterations = [r.split(",")[0] for r in (tmp_path / "train_log.csv").read_text().splitlines()[1:]]
+    assert iterations == ["1", "2", "3", "4", "5", "6"]

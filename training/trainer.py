@@ -69,6 +69,32 @@ def _append_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]
         writer.writerows(rows)
 
 
+class NonFiniteTrainingError(ValueError):
+    """The loss, a gradient or a weight became NaN or infinite: the run stops, its last good
+    checkpoint is kept."""
+
+
+def _remove_orphan_temporaries(output_dir: Path) -> None:
+    """Delete the temporary files of atomic saves that a killed run left behind."""
+    for folder in (output_dir, output_dir / "checkpoints"):
+        if folder.is_dir():
+            for orphan in folder.glob(".*.tmp"):
+                orphan.unlink(missing_ok=True)
+
+
+def _drop_rows_after(path: Path, iteration: int) -> None:
+    """Remove the rows of a CSV log whose iteration is past ``iteration`` (logged after the last
+    checkpoint by a run that was then stopped: the resumed run logs them again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= iteration]
+    if len(kept) != len(lines):
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(kept))
+        temporary.replace(path)
+
+
 def _rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     return {
@@ -121,6 +147,7 @@ class Trainer:
         self.history = TrainingHistory()
         self.output_dir = Path(config.output_dir)
         self.state_path = self.output_dir / "checkpoints" / "last.pt"
+        self._saved_iteration: int | None = None  # iteration held by state_path
 
     # --------------------------------------------------------------------------------- setup
     def _amp(self, device: torch.device) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler]:
@@ -139,6 +166,7 @@ class Trainer:
         self.history = TrainingHistory(
             state["iteration"], [tuple(x) for x in state["losses"]], [tuple(x) for x in state["validation"]]
         )
+        self._saved_iteration = state["iteration"]
 
     def _save_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         atomic_save(
@@ -187,6 +215,9 @@ class Trainer:
         if runtime.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.output_dir / "config.yaml")
+            _remove_orphan_temporaries(self.output_dir)
+            for name in ("train_log.csv", "validation.csv"):  # rows past the checkpoint are redone
+                _drop_rows_after(self.output_dir / name, self.history.iteration)
 
         batch_size = config.data.batch_size
         sampler = ResumableDistributedSampler(
@@ -209,9 +240,12 @@ class Trainer:
                 loss = step_module(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if config.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip)
+            scaler.unscale_(optimizer)
+            # The gradient norm is the same on every rank (gradients are all-reduced): one decision.
+            norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or float("inf"))
+            if not scaler.is_enabled() and not (torch.isfinite(loss.detach()) and torch.isfinite(norm)):
+                raise NonFiniteTrainingError(self._non_finite_message(
+                    self.history.iteration + 1, "the loss or a gradient is not finite", loss))
             scaler.step(optimizer)
             scaler.update()
             value = self._mean_over_ranks(loss.detach(), runtime)
@@ -227,12 +261,27 @@ class Trainer:
             if self.on_progress is not None:
                 self.on_progress(iteration, total, value)
             if iteration % config.schedule.checkpoint_every == 0:
+                self._check_weights(model, iteration)
                 self._checkpoint(runtime, model, optimizer, scaler)
             if self.validation_sequences and iteration % config.schedule.validate_every == 0:
                 self._validate(runtime, model)
         bar.close()
+        self._check_weights(model, self.history.iteration)
         self._checkpoint(runtime, model, optimizer, scaler)
         return self._finish(runtime, model)
+
+    def _non_finite_message(self, iteration: int, problem: str, loss: torch.Tensor | None = None) -> str:
+        kept = (f"{self.state_path} (iteration {self._saved_iteration}) is kept untouched"
+                if self._saved_iteration is not None else "no checkpoint was written")
+        value = f" (loss {float(loss.detach()):.4g})" if loss is not None else ""
+        return (f"training stopped at iteration {iteration}: {problem}{value}. "
+                f"{kept}. Lower optim.lr (now {self.config.optim.lr:g}) or set optim.grad_clip, then start "
+                "the same command again to resume from the last good checkpoint")
+
+    def _check_weights(self, model: RGMP, iteration: int) -> None:
+        """Refuse to save (or export) weights that are NaN or infinite."""
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise NonFiniteTrainingError(self._non_finite_message(iteration, "some weights are NaN or infinite"))
 
     @staticmethod
     def _mean_over_ranks(loss: torch.Tensor, runtime: Runtime) -> float:
@@ -246,6 +295,7 @@ class Trainer:
                     scaler: torch.amp.GradScaler) -> None:
         if runtime.is_main:
             self._save_state(model, optimizer, scaler)
+        self._saved_iteration = self.history.iteration
         runtime.barrier()
 
     def _log(self, iteration: int, loss: float, elapsed: float, samples_per_second: float) -> None:
