@@ -461,3 +461,22 @@ def test_label_stack_writer_folder_uses_input_stems(tmp_path: Path) -> None:
     default[1] = np.ones((2, 2), np.uint8)
     default.close()
     assert [p.name for p in (tmp_path / "davis").iterdir()] == ["00001.png"]
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "zstd"])
+def test_compressed_tiff_input_equals_the_uncompressed_one(tmp_path: Path, compression: str) -> None:
+    """LZW (Fiji, Cell Tracking Challenge), deflate and zstd stacks read like the uncompressed
+    file, frame by frame, for images (uint16 time-lapse, RGB) and label stacks."""
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 4000, (6, 40, 56), dtype=np.uint16)
+    rgb = rng.integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    labels = rng.integers(0, 7, (6, 40, 56)).astype(np.uint16)
+    for name, data, kwargs in (("grey", grey, {}), ("rgb", rgb, {"photometric": "rgb"}), ("labels", labels, {})):
+        plain, packed = tmp_path / f"{name}.tif", tmp_path / f"{name}-{compression}.tif"
+        tifffile.imwrite(plain, data, **kwargs)
+        tifffile.imwrite(packed, data, compression=compression, **kwargs)
+        opener = open_label_stack if name == "labels" else open_image_stack
+        a, b = opener(plain), opener(packed)
+        assert a.shape == b.shape == data.shape and a.dtype == b.dtype
+        for t in range(len(data)):
+            assert np.array_equal(np.asarray(b[t]), np.asarray(a[t])), (name, t)
