@@ -1,0 +1,92 @@
+"""Cell Tracking Challenge export: masks + res_track.txt re-read give the same labels and valid tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rgmp_model.ctc_export import CTCWriter, Track, read_ctc, write_ctc
+
+
+def assert_valid_ctc(stack: np.ndarray, tracks: list[Track]) -> None:
+    """The CTC rules, checked independently of the writer: every label of the masks has one
+    track, is present on every frame from B to E and on no other, and a parent exists and ends
+    before its child begins."""
+    by_label = {t.label: t for t in tracks}
+    assert len(by_label) == len(tracks), "a label has two tracks"
+    present = {int(i) for i in np.unique(stack) if i}
+    assert present == set(by_label), (present, set(by_label))
+    for track in tracks:
+        frames = [t for t in range(len(stack)) if (stack[t] == track.label).any()]
+        assert frames == list(range(track.begin, track.end + 1)), track
+        if track.parent:
+            assert track.parent in by_label and by_label[track.parent].end < track.begin, track
+
+
+def moving_cells(num_frames: int = 8) -> np.ndarray:
+    stack = np.zeros((num_frames, 24, 32), np.uint16)
+    for t in range(num_frames):
+        stack[t, 2:6, 2 + t : 6 + t] = 1
+        if t not in (3, 4):  # cell 2 vanishes on frames 3-4 and comes back
+            stack[t, 10:14, 10:14] = 2
+        if t >= 5:  # cell 7 appears on frame 5
+            stack[t, 18:22, 20:24] = 7
+    return stack
+
+
+def test_round_trip_gives_the_same_labels_and_valid_tracks(tmp_path) -> None:
+    stack = moving_cells()
+    stack[:, 18:20, 2:4] = 3  # present throughout
+    tracks = write_ctc(tmp_path / "res", stack[:, :, :])
+    read, reread_tracks = read_ctc(tmp_path / "res")
+    assert reread_tracks == tracks
+    assert sorted(p.name for p in (tmp_path / "res").iterdir())[:2] == ["mask000.tif", "mask001.tif"]
+    assert_valid_ctc(read, tracks)
+    # the same labels, except that cell 2 after its gap continues as a new track whose parent is 2
+    gap = [t for t in tracks if t.parent == 2]
+    assert len(gap) == 1 and gap[0].begin == 5 and gap[0].end == 7
+    expected = stack.copy()
+    expected[5:][stack[5:] == 2] = gap[0].label
+    np.testing.assert_array_equal(read, expected)
+    assert Track(1, 0, 7, 0) in tracks and Track(7, 5, 7, 0) in tracks and Track(3, 0, 7, 0) in tracks
+
+
+def test_frames_in_any_order_and_division_parents(tmp_path) -> None:
+    stack = np.zeros((6, 16, 16), np.uint8)
+    stack[:3, 4:10, 4:10] = 1  # the mother, frames 0-2
+    stack[3:, 2:6, 2:6] = 4  # daughters from frame 3
+    stack[3:, 10:14, 10:14] = 5
+    with CTCWriter(tmp_path / "res", 6, parents={4: 1, 5: 1}) as writer:
+        for t in (2, 1, 0, 3, 4, 5):  # as a "both" propagation from frame 2 yields them
+            writer[t] = stack[t]
+    read, tracks = read_ctc(tmp_path / "res")
+    np.testing.assert_array_equal(read, stack)
+    assert tracks == [Track(1, 0, 2, 0), Track(4, 3, 5, 1), Track(5, 3, 5, 1)]
+    assert_valid_ctc(read, tracks)
+    lines = (tmp_path / "res" / "res_track.txt").read_text().splitlines()
+    assert lines == ["1 0 2 0", "4 3 5 1", "5 3 5 1"]
+
+
+def test_missing_frames_are_written_empty_and_long_stacks_use_four_digits(tmp_path) -> None:
+    with CTCWriter(tmp_path / "a", 3) as writer:
+        writer[1] = np.ones((4, 4), np.uint8)
+    read, tracks = read_ctc(tmp_path / "a")
+    assert read.shape == (3, 4, 4) and not read[0].any() and tracks == [Track(1, 1, 1, 0)]
+    writer = CTCWriter(tmp_path / "b", 1000)
+    writer[0] = np.ones((2, 2), np.uint8)
+    assert (tmp_path / "b" / "mask0000.tif").is_file()
+
+
+def test_refusals_say_what_to_do(tmp_path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("user data")
+    with pytest.raises(ValueError, match="not empty: choose a new folder"):
+        CTCWriter(tmp_path / "full", 3)
+    writer = CTCWriter(tmp_path / "new", 3)
+    with pytest.raises(ValueError, match="uint16"):
+        writer[0] = np.full((2, 2), 70000, np.int64)
+    with pytest.raises(IndexError, match="outside"):
+        writer[3] = np.zeros((2, 2), np.uint8)
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ValueError, match="mask000.tif"):
+        read_ctc(tmp_path / "bad")
