@@ -134,6 +134,26 @@ def read_label_image(path: PathLike) -> np.ndarray:
     return _rgb_to_labels(rgb)
 
 
+LABEL_NAME_HINTS = ("label", "mask", "annotation", "seg", "truth", "gt", "man_track")
+
+
+def looks_like_label_image(frame: np.ndarray, name: str = "") -> bool:
+    """Whether an (H, W) array holds object ids rather than intensities: an integer grey frame
+    whose most common value is 0 (the background) and that has few distinct values (<= 64 in
+    8-bit data, <= 4096 in wider integers), or whose file ``name`` says labels/mask/segmentation
+    (then any integer frame). Photographs and fluorescence frames have thousands of values and
+    rarely a background of exact zeros."""
+    frame = np.asarray(frame)
+    if frame.ndim != 2 or frame.dtype.kind not in "iub" or frame.size == 0:
+        return False
+    if any(hint in name.lower() for hint in LABEL_NAME_HINTS):
+        return True
+    sample = frame[:: max(1, frame.shape[0] // 256), :: max(1, frame.shape[1] // 256)]
+    values, counts = np.unique(sample, return_counts=True)
+    few = len(values) <= (64 if frame.dtype.itemsize == 1 else 4096)
+    return few and values[np.argmax(counts)] == 0
+
+
 def open_label_stack(path: PathLike) -> Stack:
     """TIFF stack, folder of label images or one label image -> (T,H,W) integer array-like.
 

@@ -27,6 +27,9 @@ EXPECTED_COMMANDS = {
     "napari-rgmp.finetune_widget": "napari_rgmp.finetune_widget:FinetuneWidget",
     "napari-rgmp.sample_video": "napari_rgmp.samples:synthetic_video_sample",
     "napari-rgmp.sample_microscopy": "napari_rgmp.samples:synthetic_microscopy_sample",
+    "napari-rgmp.get_reader": "napari_rgmp.file_io:get_reader",
+    "napari-rgmp.write_labels_tiff": "napari_rgmp.file_io:write_labels_tiff",
+    "napari-rgmp.write_labels_png": "napari_rgmp.file_io:write_labels_png",
 }
 EXPECTED_WIDGETS = {"Propagate labels": "napari-rgmp.propagate_widget", "Fine-tune": "napari-rgmp.finetune_widget"}
 EXPECTED_SAMPLES = {
@@ -48,6 +51,9 @@ def _check_manifest(mf) -> None:
         "synthetic_video": "napari-rgmp.sample_video",
         "synthetic_microscopy": "napari-rgmp.sample_microscopy",
     }
+    assert [(r.command, r.accepts_directories) for r in contrib.readers] == [("napari-rgmp.get_reader", True)]
+    assert {w.command: tuple(w.filename_extensions) for w in contrib.writers} == {
+        "napari-rgmp.write_labels_tiff": (".tif", ".tiff"), "napari-rgmp.write_labels_png": (".png",)}
 
 
 # --------------------------------------------------------------------------- the manifest file
