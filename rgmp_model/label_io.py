@@ -7,6 +7,7 @@ Label stacks are ``(T, H, W)`` integer array-likes read lazily like the image st
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
@@ -22,9 +23,11 @@ from rgmp_model.stack_io import (
     FrameFolder,
     PathLike,
     Stack,
+    ZarrFrames,
     _existing,
     _open_tiff,
     _read_tiff_frame,
+    is_zarr,
 )
 
 
@@ -155,12 +158,18 @@ def looks_like_label_image(frame: np.ndarray, name: str = "") -> bool:
 
 
 def open_label_stack(path: PathLike) -> Stack:
-    """TIFF stack, folder of label images or one label image -> (T,H,W) integer array-like.
+    """TIFF stack, zarr store, folder of label images or one label image -> (T,H,W) integer array-like.
 
     A TIFF opens lazily as in :func:`open_image_stack` (a 2-D TIFF gives T = 1); a folder is a
     :class:`FrameFolder` reading each file with :func:`read_label_image`.
     """
     p = _existing(path)
+    if is_zarr(p):
+        stack = ZarrFrames(p)
+        _check_label_dtype(stack.dtype, p.name)
+        if stack.ndim != 3:
+            raise _not_labels(p.name, stack.shape)
+        return stack
     if p.is_dir():
         return FrameFolder(p, reader=read_label_image)
     if p.suffix.lower() not in TIFF_SUFFIXES:
@@ -206,7 +215,9 @@ class LabelStackWriter:
     """Preallocated (T,H,W) label output, written frame by frame in any order: ``writer[t] = labels``.
 
     ``*.tif``/``*.tiff`` -> an uncompressed TIFF (memory-mapped) written under a temporary name in
-    the same folder and renamed into place by :meth:`close`. Any other path is a folder that gets
+    the same folder and renamed into place by :meth:`close`; ``*.zarr`` -> a zarr array (one chunk
+    per frame, so stacks larger than memory stream to disk), likewise renamed into place. Any
+    other path is a folder that gets
     ``<frame_names[t]>.png`` palette PNGs (default ``00000.png`` ...) as soon as each frame is set.
     Use as a context manager; on an exception the temporary TIFF is removed.
     """
@@ -225,14 +236,22 @@ class LabelStackWriter:
         self.dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
         _check_label_dtype(self.dtype, "the output")
         self.is_tiff = self.path.suffix.lower() in TIFF_SUFFIXES
+        self.is_zarr = self.path.suffix.lower() == ".zarr"
         self._written: set[int] = set()
         self._closed = False
-        self._data: np.memmap | None = None
+        self._data: Any = None
         names = list(frame_names) if frame_names is not None else [f"{i:05d}" for i in range(self.shape[0])]
         if len(names) != self.shape[0] or len(set(names)) != len(names):
             raise ValueError(f"frame_names must be {self.shape[0]} distinct names, got {len(names)}")
         self.frame_names = names
-        if self.is_tiff:
+        if self.is_zarr:
+            import zarr
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.zarr")
+            self._data = zarr.create_array(str(self._tmp), shape=self.shape, chunks=(1, *self.shape[1:]),
+                                           dtype=self.dtype, fill_value=0)
+        elif self.is_tiff:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.tif")
             try:
@@ -280,8 +299,11 @@ class LabelStackWriter:
             return
         self._closed = True
         if self._data is not None:
-            self._data.flush()
+            if not self.is_zarr:
+                self._data.flush()
             self._data = None
+            if self.is_zarr and self.path.exists():
+                shutil.rmtree(self.path)  # a zarr store is a folder: os.replace cannot replace it
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -289,7 +311,10 @@ class LabelStackWriter:
         self._closed = True
         if self._data is not None:
             self._data = None
-            self._tmp.unlink(missing_ok=True)
+            if self.is_zarr:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            else:
+                self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> LabelStackWriter:
         return self

@@ -480,3 +480,34 @@ def test_compressed_tiff_input_equals_the_uncompressed_one(tmp_path: Path, compr
         assert a.shape == b.shape == data.shape and a.dtype == b.dtype
         for t in range(len(data)):
             assert np.array_equal(np.asarray(b[t]), np.asarray(a[t])), (name, t)
+
+
+def test_zarr_arrays_and_ome_zarr_groups_open_lazily(tmp_path: Path) -> None:
+    import zarr
+
+    rng = np.random.default_rng(5)
+    movie = rng.integers(0, 4000, (5, 24, 32), dtype=np.uint16)
+    array = zarr.create_array(str(tmp_path / "movie.zarr"), shape=movie.shape, chunks=(1, 24, 32), dtype="uint16")
+    array[:] = movie
+    stack = open_image_stack(tmp_path / "movie.zarr")
+    assert stack.shape == movie.shape and stack.dtype == np.uint16
+    np.testing.assert_array_equal(stack[3], movie[3])
+    ome = rng.integers(0, 999, (4, 1, 1, 24, 32), dtype=np.uint16)  # OME-Zarr t, c, z, y, x
+    group = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    group.attrs["multiscales"] = [{"axes": [{"name": n} for n in "tczyx"], "datasets": [{"path": "0"}]}]
+    group.create_array("0", shape=ome.shape, dtype="uint16")[:] = ome
+    stack = open_image_stack(tmp_path / "ome.zarr")
+    assert stack.shape == (4, 24, 32)
+    np.testing.assert_array_equal(np.asarray(stack), ome[:, 0, 0])
+
+
+def test_label_output_to_zarr_equals_the_in_memory_labels(tmp_path: Path) -> None:
+    labels = np.zeros((6, 20, 30), np.uint16)
+    labels[:, 5:10, 5:12] = 3
+    labels[2:, 12:18, 20:28] = 400
+    with LabelStackWriter(tmp_path / "out.zarr", labels.shape, np.uint16) as writer:
+        for t in (5, 0, 3, 1, 2, 4):
+            writer[t] = labels[t]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the temporary store was renamed
+    reread = open_label_stack(tmp_path / "out.zarr")
+    np.testing.assert_array_equal(np.asarray(reread), labels)
