@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .network import RGMP
 
-PAD_MULTIPLE = 32
+PAD_MULTIPLE = RGMP.stride  # the network stride: frames are padded to multiples of it
 OFFICIAL_SCALES = (0.5, 0.75, 1.0)
 _EPS = 1e-7
 

@@ -30,6 +30,20 @@ def validate_label_frame(labels: Any, shape: tuple[int, int], frame_index: int) 
     return array
 
 
+def labelled_frames(label_stack: Any) -> tuple[int, ...]:
+    """Indices of the frames of a (T, H, W) label stack that hold any non-zero label.
+
+    ``label_stack`` is any array-like with ``shape`` and ``__getitem__`` (numpy, dask, zarr, a lazy
+    stack); it is read one frame at a time, so a large stack is never loaded whole.
+    """
+    shape = tuple(label_stack.shape)
+    if len(shape) < 1:
+        raise ValueError(
+            f"labels have shape {shape}: give a (T, H, W) stack of label frames, one per image"
+        )
+    return tuple(t for t in range(shape[0]) if np.any(np.asarray(label_stack[t])))
+
+
 class ObjectIds:
     """The objects of a session: sorted non-zero ids and their channels 1..K (0 = background)."""
 

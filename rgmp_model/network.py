@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .constants import NETWORK_STRIDE
 from .encoders import ENCODERS, EncoderFeatures, build_encoder
 
 # Encoder names (the checkpoint's ``backbone``), ResNets first.
@@ -159,8 +160,11 @@ class Decoder(nn.Module):
 class RGMP(nn.Module):
     """Reference-guided mask propagation network with stage methods ``encode`` and ``decode``.
 
-    Frame height and width must be multiples of 32 (the propagation engine pads them).
+    Frame height and width must be multiples of ``RGMP.stride`` (32, the encoder's total
+    downsampling; the propagation engine pads frames up to it).
     """
+
+    stride: int = NETWORK_STRIDE  # frame H and W must be multiples of this
 
     def __init__(self, config: ModelConfig = ModelConfig(), imagenet_weights: bool = False) -> None:
         super().__init__()

@@ -114,9 +114,10 @@ def test_shipped_bundled_model_matches_its_record():
 def test_recipe_paths_expand_environment_variables(monkeypatch, tmp_path):
     from training.config import load_config
 
-    monkeypatch.setenv("DAVIS_ROOT", str(tmp_path))
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
     config = load_config("training/configs/default_pretrain.yaml")
-    assert config.data.sources[0].path == str(tmp_path)
-    monkeypatch.delenv("DAVIS_ROOT")
-    with pytest.raises(ValueError, match=r"set the environment variable DAVIS_ROOT"):
+    assert config.data.sources[0].path == f"{tmp_path}/duts-tr/images"
+    assert config.validation.sources[0].path == f"{tmp_path}/davis16-dev"
+    monkeypatch.delenv("DATA_ROOT")
+    with pytest.raises(ValueError, match=r"set the environment variable DATA_ROOT"):
         load_config("training/configs/default_video.yaml")

@@ -16,9 +16,29 @@ from rgmp_model.label_io import davis_palette
 from training.augment import (
     color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
 )
-from training.static_pairs import (
-    DavisFramesSource, FolderSource, StaticPairDataset, SyntheticSource, TiffStackSource, VOCSource,
-)
+from training.static_pairs import StaticPairDataset
+from training.still_sources import FolderSource, VideoStills, VOCSource
+from training.video_sources import DavisSource, SyntheticVideoSource, TiffVideoSource
+
+
+def davis_stills(root: Path, sequences=None, exclude=(), every: int = 1) -> VideoStills:
+    """The stills of a DAVIS folder, as the pretrain stage builds them."""
+    return VideoStills(DavisSource(root, sequences=sequences, exclude=exclude), every=every)
+
+
+def tiff_stills(images: Path, labels: Path) -> VideoStills:
+    """The stills of a TIFF image stack and its label stack: its labelled frames."""
+    return VideoStills(TiffVideoSource([(images, labels)]))
+
+
+def synthetic_stills(flavour: str, count: int = 8, size: tuple[int, int] = (64, 80), seed: int = 0) -> VideoStills:
+    """``count`` one-frame synthetic sequences, as the pretrain stage builds them."""
+    return VideoStills(SyntheticVideoSource(flavour, count=count, num_frames=1, size=size, seed=seed))
+
+
+def _frame_names(stills: VideoStills) -> list[tuple[str, str]]:
+    """(sequence, frame file name) of each still of a folder-based source."""
+    return [(stills.source.names[s], stills.source.sequence(s).frames.files[t].name) for s, t in stills.items]
 
 # Bounds derived from the default parameters (see the docstrings of training.augment).
 S_LO, S_HI, TPS_AREA = 0.8, 1.2, 1.25  # random_geometric_transform: scale range, spline area change
@@ -168,17 +188,17 @@ def _davis(root: Path) -> None:
 
 def test_davis_frames_source_selects_sequences(tmp_path: Path) -> None:
     _davis(tmp_path)
-    everything = DavisFramesSource(tmp_path)
+    everything = davis_stills(tmp_path)
     assert len(everything) == 6 + 2 + 3  # only annotated frames
-    train = DavisFramesSource(tmp_path, exclude=["dog"])
-    assert len(train) == 8 and all(f.parent.name != "dog" for f, _ in train.frames)
-    only = DavisFramesSource(tmp_path, sequences=["car"])
-    assert [f.name for f, _ in only.frames] == ["00000.jpg", "00002.jpg"]
-    assert len(DavisFramesSource(tmp_path, sequences=["bear"], every=2)) == 3
+    train = davis_stills(tmp_path, exclude=["dog"])
+    assert len(train) == 8 and all(seq != "dog" for seq, _ in _frame_names(train))
+    only = davis_stills(tmp_path, sequences=["car"])
+    assert [name for _, name in _frame_names(only)] == ["00000.jpg", "00002.jpg"]
+    assert len(davis_stills(tmp_path, sequences=["bear"], every=2)) == 3
     image, lab = only[1]
     assert image.shape == (16, 20, 3) and lab.dtype == np.int32 and lab.sum() == 6 * 7
     with pytest.raises(FileNotFoundError, match="zebra"):
-        DavisFramesSource(tmp_path, sequences=["zebra"])
+        davis_stills(tmp_path, sequences=["zebra"])
 
 
 def test_tiff_stack_source_uint16_and_labelled_frames(tmp_path: Path) -> None:
@@ -189,8 +209,8 @@ def test_tiff_stack_source_uint16_and_labelled_frames(tmp_path: Path) -> None:
     labels[4, 2:6, 2:6] = 1
     tifffile.imwrite(tmp_path / "img.tif", stack, photometric="minisblack")
     tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
-    source = TiffStackSource(tmp_path / "img.tif", tmp_path / "lab.tif")
-    assert source.indices == [1, 4] and len(source) == 2
+    source = tiff_stills(tmp_path / "img.tif", tmp_path / "lab.tif")
+    assert source.items == ((0, 1), (0, 4)) and len(source) == 2
     image, lab = source[0]
     assert image.dtype == np.float32 and image.shape == (24, 24, 3)
     assert image.min() == 0.0 and image.max() == 1.0 and (image[..., 0] == image[..., 1]).all()
@@ -200,7 +220,7 @@ def test_tiff_stack_source_uint16_and_labelled_frames(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again[1][0], source[1][0])
     tifffile.imwrite(tmp_path / "short.tif", labels[:3], photometric="minisblack")
     with pytest.raises(ValueError, match="one label frame per image frame"):
-        TiffStackSource(tmp_path / "img.tif", tmp_path / "short.tif")
+        tiff_stills(tmp_path / "img.tif", tmp_path / "short.tif")
 
 
 def test_tiff_stack_source_rgb(tmp_path: Path) -> None:
@@ -208,23 +228,23 @@ def test_tiff_stack_source_rgb(tmp_path: Path) -> None:
     labels = np.ones((3, 16, 16), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
-    image, _ = TiffStackSource(tmp_path / "rgb.tif", tmp_path / "lab.tif")[2]
+    image, _ = tiff_stills(tmp_path / "rgb.tif", tmp_path / "lab.tif")[2]
     np.testing.assert_allclose(image, rgb[2] / 255.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("flavour", ["video", "microscopy"])
 def test_synthetic_source(flavour: str) -> None:
-    source = SyntheticSource(flavour, count=5, size=(64, 80), seed=3)
+    source = synthetic_stills(flavour, count=5, size=(64, 80), seed=3)
     image, lab = source[2]
     assert image.shape == (64, 80, 3) and image.dtype == np.float32 and lab.shape == (64, 80) and lab.dtype == np.int32
     assert 0.0 <= image.min() and image.max() <= 1.0 and lab.max() >= 1
-    again, lab2 = SyntheticSource(flavour, count=5, size=(64, 80), seed=3)[2]
+    again, lab2 = synthetic_stills(flavour, count=5, size=(64, 80), seed=3)[2]
     np.testing.assert_array_equal(image, again)
     np.testing.assert_array_equal(lab, lab2)
     assert not np.array_equal(image, source[3][0])
-    assert not np.array_equal(image, SyntheticSource(flavour, count=5, size=(64, 80), seed=4)[2][0])
+    assert not np.array_equal(image, synthetic_stills(flavour, count=5, size=(64, 80), seed=4)[2][0])
     with pytest.raises(ValueError, match="flavour"):
-        SyntheticSource("photo")
+        synthetic_stills("photo")
 
 
 # --------------------------------------------------------------------------- deformations
@@ -417,7 +437,7 @@ def test_no_global_random_state_is_used() -> None:
 
 
 def test_dataset_item_shapes_dtypes_ranges() -> None:
-    ds = StaticPairDataset([_disc_source(), SyntheticSource("video", 4, (64, 80))], crop_size=(96, 128), length=50)
+    ds = StaticPairDataset([_disc_source(), synthetic_stills("video", 4, (64, 80))], crop_size=(96, 128), length=50)
     assert len(ds) == 50
     for k in range(8):
         item = ds[k]

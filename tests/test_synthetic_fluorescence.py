@@ -125,7 +125,8 @@ def test_random_fluorescence_draws_counts_and_dtypes() -> None:
 def test_training_sources_and_stages_take_the_fluorescence_flavour() -> None:
     from training.config import config_from_dict
     from training.data import build_stage
-    from training.static_pairs import SyntheticSource
+    from training.config import SourceSpec
+    from training.sources import still_source
     from training.video_sources import SyntheticVideoSource
 
     video = SyntheticVideoSource("fluorescence", count=2, num_frames=3, size=(64, 80), seed=5)
@@ -133,7 +134,7 @@ def test_training_sources_and_stages_take_the_fluorescence_flavour() -> None:
     assert seq.frames.shape == (3, 64, 80) and seq.frames.dtype in (np.uint8, np.uint16) and seq.labels.max() >= 1
     again = SyntheticVideoSource("fluorescence", count=2, num_frames=3, size=(64, 80), seed=5).sequence(1)
     np.testing.assert_array_equal(seq.frames, again.frames)
-    image, labels = SyntheticSource("fluorescence", count=3, size=(64, 80), seed=5)[2]
+    image, labels = still_source(SourceSpec("synthetic_fluorescence", count=3, size=(64, 80)), 5)[2]
     assert image.shape == (64, 80, 3) and image.dtype == np.float32 and 0 <= image.min() <= image.max() <= 1
     assert labels.shape == (64, 80) and labels.dtype == np.int32 and labels.max() >= 1
     spec = {"kind": "synthetic_fluorescence", "count": 4, "size": [128, 128], "num_frames": 4}

@@ -19,7 +19,7 @@ from rgmp_model.synthetic import synthetic_video
 from training.cli import main as train_main
 from training.config import config_from_dict
 from training.data import build_stage
-from training.finetune import finetune_on_stack
+from training.finetune import finetune_config, finetune_on_stack
 from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,9 +111,9 @@ def test_finetuning_on_two_annotated_frames_beats_the_base_model(tmp_path) -> No
     torch.manual_seed(0)
     base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 16), {"recipe": "random"})
     progress = []
-    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "tuned.pt", iterations=60, lr=1e-3,
-                            crop_size=(64, 64), batch_size=4, device="cpu",
-                            on_progress=lambda i, n, loss: progress.append(loss))
+    config = finetune_config(base, tmp_path / "tuned.pt", ["optim.iterations=60", "optim.lr=1e-3",
+                             "data.crop_size=[64, 64]", "data.batch_size=4", "device=cpu"], output_dir=tmp_path / "work")
+    out = finetune_on_stack(sequence.frames, labels, config, on_progress=lambda i, n, loss: progress.append(loss))
     tuned, info = load_checkpoint(out)
     assert info.metadata["base_checkpoint"] == str(base) and info.metadata["frames_used"] == annotated
     assert info.metadata["iterations"] == 60 and len(info.metadata["loss_curve"]) == 60
@@ -126,16 +126,18 @@ def test_finetuning_on_two_annotated_frames_beats_the_base_model(tmp_path) -> No
 def test_finetune_errors_and_stop(tmp_path) -> None:
     sequence = synthetic_video(num_frames=4, height=64, width=80, num_objects=1, seed=1)
     base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 8))
+    config = finetune_config(base, tmp_path / "x.pt", output_dir=tmp_path / "work")
     with pytest.raises(ValueError, match="no frame of the label stack holds labels"):
-        finetune_on_stack(sequence.frames, np.zeros_like(sequence.labels), base, out=tmp_path / "x.pt")
+        finetune_on_stack(sequence.frames, np.zeros_like(sequence.labels), config)
     with pytest.raises(ValueError, match="do not match"):
-        finetune_on_stack(sequence.frames, sequence.labels[:, :10], base, out=tmp_path / "x.pt")
+        finetune_on_stack(sequence.frames, sequence.labels[:, :10], config)
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
-        finetune_on_stack(sequence.frames, sequence.labels, tmp_path / "missing.pt", out=tmp_path / "x.pt")
+        finetune_on_stack(sequence.frames, sequence.labels, finetune_config(tmp_path / "missing.pt", tmp_path / "x.pt"))
     labels = np.zeros_like(sequence.labels)
     labels[0] = sequence.labels[0]
-    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "stopped.pt", iterations=50,
-                            crop_size=(64, 64), batch_size=2, device="cpu", should_stop=iter([False, False, True]).__next__)
+    config = finetune_config(base, tmp_path / "stopped.pt", ["optim.iterations=50", "data.crop_size=[64, 64]",
+                             "data.batch_size=2", "device=cpu"], output_dir=tmp_path / "work")
+    out = finetune_on_stack(sequence.frames, labels, config, should_stop=iter([False, False, True]).__next__)
     assert load_checkpoint(out)[1].metadata["iterations"] == 2
 
 
@@ -146,13 +148,14 @@ def test_finetune_on_a_stack_smaller_than_the_crop_and_not_a_multiple_of_32(tmp_
     labels = np.zeros_like(sequence.labels)
     labels[0] = sequence.labels[0]
     base = save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 8), {"working_size": 320})
-    out = finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "tuned.pt", iterations=1,
-                            crop_size=(64, 96), batch_size=1, device="cpu")
+    config = finetune_config(base, tmp_path / "tuned.pt", ["optim.iterations=1", "data.crop_size=[64, 96]",
+                             "data.batch_size=1", "device=cpu"], output_dir=tmp_path / "work")
+    out = finetune_on_stack(sequence.frames, labels, config)
     info = load_checkpoint(out)[1]
     assert info.metadata["iterations"] == 1
     assert info.working_size == 320  # propagates at the size its base was made for
     with pytest.raises(ValueError, match="multiples of 32"):
-        finetune_on_stack(sequence.frames, labels, base, out=tmp_path / "x.pt", crop_size=(100, 100))
+        finetune_on_stack(sequence.frames, labels, finetune_config(base, tmp_path / "x.pt", ["data.crop_size=[100, 100]"]))
 
 
 def test_training_crop_size_must_be_a_multiple_of_32() -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-CONFIG_DIR = Path(__file__).with_name("configs")
+from .config import CONFIG_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:

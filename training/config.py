@@ -21,11 +21,12 @@ from typing import Any, Sequence
 
 import yaml
 
+from rgmp_model.constants import NETWORK_STRIDE
+
+from .sources import SOURCE_KINDS
+
 STAGES = ("pretrain", "video", "finetune")
-SOURCE_KINDS = (
-    "folder", "voc", "davis", "youtube_vos", "tiff", "synthetic_video", "synthetic_microscopy",
-    "synthetic_fluorescence",
-)
+CONFIG_DIR = Path(__file__).with_name("configs")  # the stages' YAML files
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class SourceSpec:
     davis (DAVIS root; ``sequences``/``exclude`` select sequences, ``resolution`` the
     JPEGImages/Annotations sub-folder, e.g. 360p), youtube_vos (a YouTube-VOS split folder), tiff
     (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy or
-    synthetic_fluorescence (``count`` generated sequences). ``weight``: sampling weight."""
+    synthetic_fluorescence (``count`` generated sequences); the kinds and the fields each needs are
+    registered in :data:`training.sources.SOURCE_KINDS`. ``weight``: sampling weight."""
 
     kind: str
     path: str | None = None
@@ -49,15 +51,12 @@ class SourceSpec:
     resolution: str = "480p"
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
+        kind = SOURCE_KINDS.get(self.kind)
+        if kind is None:
             raise ValueError(f"unknown data source kind {self.kind!r}: choose one of {', '.join(SOURCE_KINDS)}")
-        needs_path = self.kind in ("folder", "voc", "davis", "youtube_vos", "tiff")
-        if needs_path and not self.path:
-            raise ValueError(f"a {self.kind} data source needs a path")
-        if self.kind == "folder" and not self.masks:
-            raise ValueError("a folder data source needs 'masks' (the folder of mask images)")
-        if self.kind == "tiff" and not self.labels:
-            raise ValueError("a tiff data source needs 'labels' (the label stack)")
+        for name, what in kind.required:
+            if not getattr(self, name):
+                raise ValueError(f"a {self.kind} data source needs '{name}' ({what})")
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,9 @@ class DataSection:
     paste_probability: float = 0.2  # static: object pasted onto another image
 
     def __post_init__(self) -> None:
-        if len(self.crop_size) != 2 or any(size < 32 or size % 32 for size in self.crop_size):
-            raise ValueError(f"data.crop_size must be multiples of 32 (the network halves the size five "
-                             f"times), e.g. [256, 256]; got {list(self.crop_size)}")
+        if len(self.crop_size) != 2 or any(size < NETWORK_STRIDE or size % NETWORK_STRIDE for size in self.crop_size):
+            raise ValueError(f"data.crop_size must be multiples of {NETWORK_STRIDE} (the network's stride: it halves "
+                             f"the size five times), e.g. [256, 256]; got {list(self.crop_size)}")
 
 
 @dataclass(frozen=True)

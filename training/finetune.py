@@ -1,53 +1,114 @@
 """Fine-tuning a checkpoint on a user's stack (domain adaptation from a few labelled frames).
 
-    path = finetune_on_stack(images, labels, "base.pt", out="adapted.pt", iterations=100)
+    config = finetune_config("base.pt", "adapted.pt", ["optim.iterations=100"], output_dir=work)
+    path = finetune_on_stack(images, labels, config)
 
 ``labels`` is a (T, H, W) stack in which the annotated frames hold labels and all other frames
 are 0. Training samples: pairs between two annotated frames (the same object in both), and
 stage-1 simulation on each annotated frame (mirror / affine / thin-plate-spline target,
-deformed previous mask).
+deformed previous mask). Every setting comes from the :class:`TrainConfig` (by default
+``training/configs/finetune.yaml``); settings that cannot apply to fine-tuning are rejected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from rgmp_model.checkpoint import load_checkpoint, read_checkpoint_info
-from rgmp_model.frames import FrameStack
-from rgmp_model.inference import PAD_MULTIPLE
+from rgmp_model.checkpoint import load_checkpoint
+from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.label_io import open_label_stack
-from rgmp_model.labels import validate_label_frame
+from rgmp_model.labels import labelled_frames, validate_label_frame
 from rgmp_model.stack_io import open_image_stack
 
 from .augment import color_jitter, crop_transform, deform_previous_mask
-from .config import TrainConfig, config_from_dict
+from .config import CONFIG_DIR, TrainConfig, load_config
 from .objectives import PairObjective
 from .static_pairs import StaticPairDataset
+from .still_sources import ImageSource, VideoStills
 from .trainer import Trainer
+from .video_sources import StackVideoSource
+
+FINETUNE_YAML = CONFIG_DIR / "finetune.yaml"
+MIN_OBJECT_PIXELS = 16  # objects of a user's stack smaller than this are not trained on
+
+_FROM_BASE = "the network is the base checkpoint's (finetune.base)"
+_NO_VALIDATION = "fine-tuning has no validation sequences"
+_VIDEO_ONLY = "it belongs to the video stage"
+# Config keys that cannot apply to fine-tuning, and why: a value other than the default is an error.
+NOT_FOR_FINETUNING: dict[str, str] = {
+    "model.backbone": _FROM_BASE,
+    "model.decoder_channels": _FROM_BASE,
+    "model.imagenet_weights": _FROM_BASE,
+    "model.init_checkpoint": "the starting weights are finetune.base",
+    "data.sources": "the training data are the labelled frames of the stack",
+    "data.clip_length": _VIDEO_ONLY,
+    "data.max_skip": _VIDEO_ONLY,
+    "data.max_objects": _VIDEO_ONLY,
+    "optim.bptt_frames": _VIDEO_ONLY,
+    "schedule.validate_every": _NO_VALIDATION,
+    "validation.sources": _NO_VALIDATION,
+    "validation.max_frames": _NO_VALIDATION,
+    "validation.max_size": _NO_VALIDATION,
+}
 
 
-class AnnotatedFrames:
-    """The annotated frames of a stack as an image source: item i -> (image (H, W, 3) float32 in
-    [0, 1], labels (H, W) int64) of frame ``frames[i]``."""
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {"section.key": value}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
-    def __init__(self, images: Any, labels: Any, frames: list[int]) -> None:
-        self.stack = FrameStack(images)
-        self.labels = labels
-        self.frames = frames
 
-    def __len__(self) -> int:
-        return len(self.frames)
+def check_finetune_config(config: TrainConfig) -> None:
+    """Raise ValueError, naming the key, for a config that fine-tuning cannot run as given."""
+    if config.stage != "finetune":
+        raise ValueError(f"stage is {config.stage!r}: fine-tuning runs a config with stage: finetune "
+                         f"(start from {FINETUNE_YAML})")
+    given, default = _leaves(config.to_dict()), _leaves(TrainConfig(stage="finetune").to_dict())
+    for key, why in NOT_FOR_FINETUNING.items():
+        if given[key] != default[key]:
+            raise ValueError(f"{key} does not apply to fine-tuning ({why}): remove it from the config and the "
+                             "overrides")
+    for key, what in (("base", "the checkpoint to start from"), ("out", "the path of the new checkpoint")):
+        if getattr(config.finetune, key) is None:
+            raise ValueError(f"finetune.{key} is not set: give {what} (rgmp-train finetune --{key} FILE)")
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        t = self.frames[i]
-        return self.stack[t], np.asarray(self.labels[t]).astype(np.int64)
+
+def finetune_config(base: str | Path, out: str | Path, overrides: Sequence[str] = (), *,
+                    output_dir: str | Path | None = None, path: str | Path = FINETUNE_YAML) -> TrainConfig:
+    """The fine-tuning config: ``path`` (finetune.yaml) with ``key=value`` overrides, the base
+    checkpoint, the new checkpoint and (when given) the work folder ``output_dir`` set."""
+    config = load_config(path, ["stage=finetune", *overrides])
+    return dataclasses.replace(
+        config, output_dir=str(output_dir) if output_dir is not None else config.output_dir,
+        finetune=dataclasses.replace(config.finetune, base=str(base), out=str(out)),
+    )
+
+
+def finetune_crop(crop_size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """The crop trained on: ``crop_size`` no larger than the frame (smaller frames are padded) and
+    a multiple of the network's stride."""
+    return tuple(max(NETWORK_STRIDE, min(size, frame) // NETWORK_STRIDE * NETWORK_STRIDE)  # type: ignore[return-value]
+                 for size, frame in zip(crop_size, (height, width)))
+
+
+class AnnotatedFrames(VideoStills):
+    """The annotated frames ``frames`` of a stack as stills: item i -> (image (H, W, 3) float32 in
+    [0, 1], labels (H, W) int32) of frame ``frames[i]`` (normalised over the whole stack)."""
+
+    def __init__(self, images: Any, labels: Any, frames: Sequence[int]) -> None:
+        super().__init__(StackVideoSource(images, labels, annotated=sorted(frames)))
 
 
 class StackPairDataset(StaticPairDataset):
@@ -57,8 +118,11 @@ class StackPairDataset(StaticPairDataset):
     deformed, all in one crop window around the object in both frames; otherwise stage-1
     simulation on one annotated frame (:class:`StaticPairDataset`)."""
 
-    def __init__(self, source: AnnotatedFrames, pair_probability: float = 0.5, **options: Any) -> None:
-        super().__init__([source], paste_probability=0.0, **options)
+    def __init__(self, source: ImageSource, crop_size: tuple[int, int] = (256, 256), seed: int = 0,
+                 length: int = 100_000, box_probability: float = 0.1, paste_probability: float = 0.0,
+                 min_object_pixels: int = MIN_OBJECT_PIXELS, pair_probability: float = 0.5) -> None:
+        super().__init__([source], crop_size=crop_size, seed=seed, length=length, box_probability=box_probability,
+                         paste_probability=paste_probability, min_object_pixels=min_object_pixels)
         self.source = source
         self.pair_probability = pair_probability if len(source) >= 2 else 0.0
 
@@ -91,68 +155,58 @@ class StackPairDataset(StaticPairDataset):
         }
 
 
-def annotated_frames(labels: Any) -> list[int]:
-    """Indices of the frames of a (T, H, W) label stack that hold labels (read one at a time)."""
-    shape = tuple(labels.shape)
-    if len(shape) != 3:
-        raise ValueError(f"labels must be a (T, H, W) stack with the training frames labelled, got shape {shape}")
-    return [t for t in range(shape[0]) if validate_label_frame(labels[t], shape[1:], t).any()]
+def _training_frames(images: Any, labels: Any) -> tuple[int, ...]:
+    """The labelled frames of ``labels`` (checked against ``images`` and validated)."""
+    shape = tuple(getattr(labels, "shape", ()))
+    if len(shape) != 3 or tuple(getattr(images, "shape", ()))[:3] != shape:
+        raise ValueError(
+            f"images {tuple(getattr(images, 'shape', ()))} and labels {shape} do not match: give one (H, W) "
+            "label image per frame, as a (T, H, W) stack with the training frames labelled"
+        )
+    frames = labelled_frames(labels)
+    if not frames:
+        raise ValueError("no frame of the label stack holds labels: label at least one frame to fine-tune on")
+    for t in frames:
+        validate_label_frame(labels[t], shape[1:], t)
+    return frames
 
 
 def finetune_on_stack(
     images: Any,
     labels: Any,
-    base: str | Path,
+    config: TrainConfig,
     *,
-    out: str | Path,
-    iterations: int = 100,
-    lr: float = 5e-5,
-    crop_size: tuple[int, int] = (256, 256),
-    batch_size: int = 4,
-    device: str = "auto",
-    seed: int = 0,
     on_progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    work_dir: str | Path | None = None,
     show_progress: bool = False,
 ) -> Path:
-    """Fine-tune checkpoint ``base`` on a stack and write the result to ``out``.
+    """Fine-tune checkpoint ``config.finetune.base`` on a stack and write the result to
+    ``config.finetune.out``; the run's files (log, config, state) go to ``config.output_dir``.
 
     images: (T, H, W) or (T, H, W, C) array-like; labels: (T, H, W) integer stack whose labelled
-    frames are the training frames. ``on_progress(iteration, total, loss)`` after every step;
+    frames are the training frames. ``config``: e.g. :func:`finetune_config`, used as given
+    (:func:`check_finetune_config` rejects keys that cannot apply); crops are clamped to the frame
+    (:func:`finetune_crop`). ``on_progress(iteration, total, loss)`` after every step;
     ``should_stop()`` ends early (the checkpoint is still written). The new checkpoint's metadata
     records the base checkpoint, the frames used, the iterations and the loss curve. GPU memory
     is released before returning.
     """
-    base_info = read_checkpoint_info(base)  # fails early, with a clear message, on a bad file
-    frame_shape = tuple(getattr(images, "shape", ()))[:3]
-    if frame_shape != tuple(getattr(labels, "shape", ())):
-        raise ValueError(
-            f"images {tuple(getattr(images, 'shape', ()))} and labels {tuple(getattr(labels, 'shape', ()))} "
-            f"do not match: give one (H, W) label image per frame"
-        )
-    frames = annotated_frames(labels)
-    if not frames:
-        raise ValueError("no frame of the label stack holds labels: label at least one frame to fine-tune on")
-    scratch = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="rgmp-finetune-"))
-    config = config_from_dict({
-        "stage": "finetune", "output_dir": str(scratch), "seed": seed, "device": device, "resume": False,
-        "data": {"crop_size": list(crop_size), "batch_size": batch_size},
-        "optim": {"lr": lr, "iterations": iterations},
-        "schedule": {"log_every": 10, "checkpoint_every": max(1, iterations), "validate_every": 10**9},
-    })
+    check_finetune_config(config)
+    options = config.finetune
+    model, base_info = load_checkpoint(options.base)  # the base is read once
+    frames = _training_frames(images, labels)
     source = AnnotatedFrames(images, labels, frames)
-    height, width = source.stack.height, source.stack.width
-    # No larger than the frame (small frames are padded), and a multiple of the network's stride.
-    crop = tuple(max(PAD_MULTIPLE, min(size, frame) // PAD_MULTIPLE * PAD_MULTIPLE)
-                 for size, frame in zip(crop_size, (height, width)))
-    dataset = StackPairDataset(source, crop_size=crop, seed=seed, min_object_pixels=16)
-    model = load_checkpoint(base)[0]
+    data = config.data
+    height, width = tuple(labels.shape[1:])
+    dataset = StackPairDataset(source, crop_size=finetune_crop(data.crop_size, height, width), seed=config.seed,
+                               length=data.length, box_probability=data.box_probability,
+                               paste_probability=data.paste_probability)
     metadata = {
-        "base_checkpoint": str(base),
+        "base_checkpoint": str(options.base),
         "base_sha256": base_info.sha256,
-        "frames_used": frames,
-        "learning_rate": lr,
+        "frames_used": list(frames),
+        "learning_rate": config.optim.lr,
+        "data": [f"stack:{options.images}" if options.images else "stack"],
     }
     if base_info.working_size is not None:  # propagate at the size the base was made for
         metadata["working_size"] = base_info.working_size
@@ -161,7 +215,7 @@ def finetune_on_stack(
                           metadata=metadata, on_progress=on_progress, should_stop=should_stop,
                           show_progress=show_progress)
         written = trainer.fit()
-        out = Path(out)
+        out = Path(options.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(written), out)
         return out
@@ -170,19 +224,13 @@ def finetune_on_stack(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if work_dir is None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def finetune_from_config(config: TrainConfig) -> Path:
-    """``rgmp-train finetune``: images, labels, base and out from ``config.finetune``."""
-    options = config.finetune
-    missing = [name for name in ("images", "labels", "base", "out") if getattr(options, name) is None]
+    """``rgmp-train finetune``: the stacks ``finetune.images`` and ``finetune.labels``, the rest
+    of ``config`` as given to :func:`finetune_on_stack`."""
+    missing = [name for name in ("images", "labels", "base", "out") if getattr(config.finetune, name) is None]
     if missing:
         raise ValueError(f"finetune needs {', '.join('--' + m for m in missing)}")
-    return finetune_on_stack(
-        open_image_stack(options.images), open_label_stack(options.labels), options.base, out=options.out,
-        iterations=config.optim.iterations, lr=config.optim.lr, crop_size=config.data.crop_size,
-        batch_size=config.data.batch_size, device=config.device, seed=config.seed,
-        work_dir=config.output_dir, show_progress=True,
-    )
+    return finetune_on_stack(open_image_stack(config.finetune.images), open_label_stack(config.finetune.labels),
+                             config, show_progress=True)

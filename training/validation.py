@@ -9,9 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.engine import PropagationSession
 from rgmp_model.metrics import OverallScores, SequenceScores, evaluate_sequence, summarize
 from rgmp_model.network import RGMP
+from rgmp_model.options import PropagationOptions
+from rgmp_model.session import open_session
 
 
 class FramesView:
@@ -45,21 +46,23 @@ def validate(
     max_size: int | None = None,
 ) -> ValidationResult:
     """Propagate each sequence (``name``, ``frames``, ``labels``, ``annotated``) forward from its
-    first annotated frame and score the annotated frames (DAVIS protocol). Leaves the model in
-    eval mode."""
+    first annotated frame and score the annotated frames (DAVIS protocol). ``max_size``: the
+    working size as everywhere (None or 0: full size, the network records none). Leaves the
+    model in eval mode."""
     if not sequences:
         raise ValueError("no validation sequences: add validation sources to the config")
+    options = PropagationOptions(direction="forward", max_size=max_size, device=str(device))
     scores = []
     for sequence in sequences:
         first = sequence.annotated[0]
         count = len(sequence.frames) if max_frames is None else min(len(sequence.frames), first + max_frames)
         frames = FramesView(sequence.frames, count)
         keyframe = np.asarray(sequence.labels[first])
-        session = PropagationSession(model, frames, max_size=max_size, device=device)
+        session = open_session(model, frames, options)
         session.add_keyframe(first, keyframe)
         scored = [t for t in sequence.annotated if t < count]
         wanted = set(scored)
-        predicted = {t: labels for t, labels, _ in session.propagate("forward") if t in wanted}
+        predicted = {t: labels for t, labels, _ in session.propagate() if t in wanted}
         prediction = np.stack([predicted[t] for t in scored])
         truth = np.stack([np.asarray(sequence.labels[t]) for t in scored]).astype(np.int64)
         scores.append(evaluate_sequence(prediction.astype(np.int64), truth, name=sequence.name))

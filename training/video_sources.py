@@ -1,7 +1,9 @@
 """Annotated videos for stage-2 training and validation: sources that list their sequences
 cheaply and open one on demand as a :class:`VideoSequence` of lazy frame / label stacks
 (:func:`rgmp_model.stack_io.open_image_stack` & co.): :class:`DavisSource`,
-:class:`YouTubeVOSSource`, :class:`TiffVideoSource` and :class:`SyntheticVideoSource`.
+:class:`YouTubeVOSSource`, :class:`TiffVideoSource`, :class:`SyntheticVideoSource` and
+:class:`StackVideoSource` (one stack in memory). Stage 1 reads their annotated frames as stills
+(:class:`training.still_sources.VideoStills`). Torch-free.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rgmp_model.label_io import open_label_stack, read_label_image
+from rgmp_model.labels import labelled_frames
 from rgmp_model.stack_io import FrameFolder, PathLike, LazyFrames, natural_sort_key, open_image_stack
 from rgmp_model.synthetic import synthetic_video
 from rgmp_model.synthetic_fluorescence import fluorescence_cell_range, random_fluorescence
@@ -22,7 +25,7 @@ from rgmp_model.synthetic_microscopy import synthetic_microscopy
 
 __all__ = [
     "VideoSequence", "VideoSource", "DavisSource", "YouTubeVOSSource", "TiffVideoSource",
-    "SyntheticVideoSource", "validation_sequences",
+    "SyntheticVideoSource", "StackVideoSource", "validation_sequences",
 ]
 
 SYNTHETIC_FLAVOURS = ("video", "microscopy", "fluorescence")
@@ -42,7 +45,8 @@ class VideoSequence:
     def __post_init__(self) -> None:
         fs, ls = tuple(self.frames.shape), tuple(self.labels.shape)
         if len(ls) != 3 or len(fs) not in (3, 4) or fs[:3] != ls:
-            raise ValueError(f"sequence {self.name!r}: frames {fs} and labels {ls} do not match; labels must be (T,H,W)")
+            raise ValueError(f"sequence {self.name!r}: frames {fs} and labels {ls} do not match: labels must be "
+                             "(T,H,W), one label frame per image frame")
         annotated = tuple(int(t) for t in self.annotated)
         if list(annotated) != sorted(set(annotated)) or any(not 0 <= t < ls[0] for t in annotated):
             raise ValueError(f"sequence {self.name!r}: annotated must be sorted distinct frame indices in 0..{ls[0] - 1}")
@@ -57,6 +61,8 @@ class VideoSource(Protocol):
     def __len__(self) -> int: ...
 
     def sequence(self, i: int) -> VideoSequence: ...
+
+    def annotated(self, i: int) -> tuple[int, ...]: ...
 
 
 def validation_sequences(source: VideoSource) -> list[VideoSequence]:
@@ -96,6 +102,11 @@ class _CachedSource:
             raise IndexError(f"sequence index {i} is out of range for a source of {len(self)} sequences")
         i = int(i) % len(self)
         return _lru(self._cache, i, self.cache_size, lambda: self._open(i))
+
+    def annotated(self, i: int) -> tuple[int, ...]:
+        """The annotated frames of sequence ``i`` (``sequence(i).annotated``; generated sources
+        answer without generating the sequence)."""
+        return self.sequence(i).annotated
 
     def _open(self, i: int) -> VideoSequence:
         raise NotImplementedError
@@ -238,9 +249,8 @@ class TiffVideoSource(_CachedSource):
     def _open(self, i: int) -> VideoSequence:
         frames, labels = open_image_stack(self.pairs[i][0]), open_label_stack(self.pairs[i][1])
         if i not in self._annotated:
-            count = min(len(frames), len(labels))
-            self._annotated[i] = tuple(range(count)) if self.all_annotated else tuple(
-                t for t in range(count) if np.any(np.asarray(labels[t])))
+            count = min(len(frames), len(labels))  # unequal lengths: VideoSequence says what to fix
+            self._annotated[i] = tuple(range(count)) if self.all_annotated else labelled_frames(labels)
         if not self._annotated[i]:
             raise ValueError(f"{self.pairs[i][1]} has no labelled frame: label at least one frame or drop the pair")
         return VideoSequence(self.names[i], frames, labels, self._annotated[i])
@@ -268,6 +278,12 @@ class SyntheticVideoSource(_CachedSource):
         self.size, self.objects = (int(size[0]), int(size[1])), (int(lo), int(hi))
         self.names = tuple(f"synthetic_{flavour}_{self.seed}_{i:04d}" for i in range(int(count)))
 
+    def annotated(self, i: int) -> tuple[int, ...]:
+        """Every frame (known without generating the sequence)."""
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(f"sequence index {i} is out of range for a source of {len(self)} sequences")
+        return tuple(range(self.num_frames))
+
     def _open(self, i: int) -> VideoSequence:
         rng = np.random.default_rng((self.seed, i))
         if self.flavour == "fluorescence":
@@ -277,3 +293,19 @@ class SyntheticVideoSource(_CachedSource):
         make = synthetic_video if self.flavour == "video" else synthetic_microscopy
         seq = make(self.num_frames, self.size[0], self.size[1], n, seed=gen_seed)
         return VideoSequence(self.names[i], seq.frames, seq.labels, tuple(range(self.num_frames)))
+
+
+class StackVideoSource(_CachedSource):
+    """One stack given as arrays (numpy, dask, a lazy stack; e.g. the fine-tuning stack) as a
+    one-sequence source: ``frames`` (T,H,W) or (T,H,W,C), ``labels`` (T,H,W). ``annotated``: the
+    frames with ground truth; default :func:`~rgmp_model.labels.labelled_frames` (the labels are
+    scanned once, frame by frame, when built)."""
+
+    def __init__(self, frames: Any, labels: Any, annotated: Sequence[int] | None = None, name: str = "stack") -> None:
+        super().__init__(cache_size=1)
+        self.frames, self.labels, self.names = frames, labels, (str(name),)
+        self._annotated = labelled_frames(labels) if annotated is None else tuple(int(t) for t in annotated)
+        self.sequence(0)  # checks the shapes now
+
+    def _open(self, i: int) -> VideoSequence:
+        return VideoSequence(self.names[0], self.frames, self.labels, self._annotated)
