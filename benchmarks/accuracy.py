@@ -36,12 +36,13 @@ from benchmarks.fluorescence_set import FLUORESCENCE_SET, fluorescence_sequences
 from rgmp_model.cli import find_sequences  # noqa: E402
 from rgmp_model.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
 from rgmp_model.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
+from rgmp_model.options import PropagationOptions, resolve_max_size  # noqa: E402
 from rgmp_model.stack_io import open_image_stack  # noqa: E402
 from rgmp_model.synthetic_fluorescence import dimmest_ids  # noqa: E402
 
 METHODS = ("model", "model+flow", "flow", "copy")
 SAMPLES = ("microscopy", "video")
-DEFAULT_MAX_SIZE = 480  # working size when neither --max-size nor the model says
+FALLBACK_MAX_SIZE = 480  # the benchmark's working size when neither --max-size nor the model gives one
 
 
 @dataclass
@@ -102,26 +103,27 @@ def load_sequences(data_root: str, names: Sequence[str]) -> list[EvalSequence]:
     return davis_sequences(Path(data_root), names)
 
 
-def resolve_max_size(given: int | None, working: int | None) -> int | None:
-    """The working size: --max-size when given (0 = full size: None), else the model's
-    working_size metadata (as `rgmp propagate` uses it), else DEFAULT_MAX_SIZE."""
-    size = given if given is not None else (working or DEFAULT_MAX_SIZE)
-    return size or None
+def benchmark_max_size(given: int | None, recorded: int | None) -> int:
+    """The working size (0 = full size) by the library's rule: --max-size when given, else the
+    model's working_size metadata (as `rgmp propagate` uses it), else FALLBACK_MAX_SIZE."""
+    return resolve_max_size(given, recorded, fallback=FALLBACK_MAX_SIZE)
 
 
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
                 device: str) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+    """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``)."""
     key = np.asarray(seq.truth[0])
     if method == "copy":
         return copy_propagation(seq.frames, 0, key, "forward")
     if method == "flow":
         return flow_propagation(seq.frames, 0, key, "forward", max_size, flow_method)
-    from rgmp_model import PropagationSession
+    from rgmp_model.session import open_session
 
-    session = PropagationSession(model, seq.frames, max_size=max_size, device=device,
+    options = PropagationOptions(direction="forward", max_size=max_size, device=device,
                                  flow=flow_method if method == "model+flow" else None)
+    session = open_session(model, seq.frames, options)
     session.add_keyframe(0, key)
-    return session.propagate("forward")
+    return session.propagate()
 
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
@@ -187,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
     parser.add_argument("--max-size", type=int, default=None, metavar="PX",
                         help="working size (longer side) of the model and the flow baseline; 0 = full size "
-                             "(default: the model's working_size metadata as `rgmp propagate` uses it, else 480)")
+                             "(default: the model's working_size metadata as `rgmp propagate` uses it, else "
+                             f"{FALLBACK_MAX_SIZE})")
     parser.add_argument("--flow-method", choices=("tvl1", "ilk"), default="tvl1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -206,16 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, working = None, None
     if any(m.startswith("model") for m in methods):
-        from rgmp_model import load_checkpoint
         from rgmp_model.models import bundled_checkpoint
+        from rgmp_model.session import load_model
 
-        checkpoint = args.checkpoint or bundled_checkpoint()
-        if checkpoint is None:
+        model = args.checkpoint or bundled_checkpoint()  # sessions open it from the model cache
+        if model is None:
             parser.error("this napari-rgmp has no bundled model: pass --checkpoint")
-        model, info = load_checkpoint(checkpoint)
-        print(f"model: {checkpoint} ({info.describe()})")
+        info = load_model(model, args.device)[1]
+        print(f"model: {model} ({info.describe()})")
         working = info.working_size
-    max_size = resolve_max_size(args.max_size, working)
+    max_size = benchmark_max_size(args.max_size, working)
     print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px")
     for seq in sequences:
         h, w = np.asarray(seq.truth[0]).shape

@@ -23,11 +23,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.engine import working_size
 from rgmp_model.flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
 from rgmp_model.frames import FrameStack
 from rgmp_model.inference import resize_bilinear, winner_confidence
 from rgmp_model.labels import ObjectIds, validate_label_frame
+from rgmp_model.options import working_size
 
 FrameResult = tuple[int, np.ndarray, dict[int, float]]
 BASELINES = ("copy", "flow")

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.accuracy import EvalSequence, load_sequences, propagation, resolve_max_size  # noqa: E402
+from benchmarks.accuracy import FALLBACK_MAX_SIZE, EvalSequence, benchmark_max_size, load_sequences, propagation  # noqa: E402
 from rgmp_model.metrics import SequenceScores, evaluate_sequence  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def first_frame_labels(seq: EvalSequence) -> np.ndarray:
     return labels
 
 
-def score(seq: EvalSequence, model, max_size: int | None, device: str) -> SequenceScores:
+def score(seq: EvalSequence, model, max_size: int, device: str) -> SequenceScores:
     """Propagate forward from frame 0's ground truth and score against the ground truth."""
     predicted = np.zeros((len(seq.truth), *np.asarray(seq.truth[0]).shape), dtype=np.int64)
     for t, labels, _ in propagation("model", seq, model, max_size, "tvl1", device):
@@ -57,25 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--max-size", type=int, default=None,
                         help="working size; 0 = full size (default: the base model's working_size metadata, "
-                             "else 480)")
+                             f"else {FALLBACK_MAX_SIZE})")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="folder for the fine-tuned checkpoints")
     args = parser.parse_args(argv)
 
-    from rgmp_model.checkpoint import load_checkpoint
+    from rgmp_model.checkpoint import read_checkpoint_info
     from rgmp_model.models import bundled_checkpoint
-    from training.finetune import finetune_on_stack
+    from training.finetune import finetune_config, finetune_on_stack
 
     base = args.checkpoint or bundled_checkpoint()
     if base is None:
         raise SystemExit("no bundled model in this build: pass --checkpoint FILE")
-    base_model, info = load_checkpoint(base, device=args.device)
-    max_size = resolve_max_size(args.max_size, info.working_size)
+    max_size = benchmark_max_size(args.max_size, read_checkpoint_info(base).working_size)
     try:
         sequences = load_sequences(args.data_root, args.sequences)
     except ValueError as error:
         parser.error(str(error))
     out = args.out or Path(tempfile.mkdtemp(prefix="rgmp-finetune-bench-"))
+    overrides = [f"optim.iterations={args.iterations}", f"optim.lr={args.lr!r}", f"data.batch_size={args.batch_size}",
+                 f"data.crop_size=[{args.crop_size}, {args.crop_size}]", f"device={args.device}"]
 
     print(f"base: {Path(base).name}; fine-tuning {args.iterations} iterations, lr {args.lr:g}, batch "
           f"{args.batch_size}, crop {args.crop_size} px on frame 0; working size {max_size or 'full'}; device {args.device}")
@@ -83,13 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header + "\n" + "-" * len(header), flush=True)
     rows = []
     for seq in sequences:
-        before = score(seq, base_model, max_size, args.device).jf_mean
+        before = score(seq, base, max_size, args.device).jf_mean
         started = time.perf_counter()
-        tuned = finetune_on_stack(seq.frames, first_frame_labels(seq), base, out=out / f"{seq.name}.pt",
-                                  iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
-                                  crop_size=(args.crop_size, args.crop_size), device=args.device)
+        with tempfile.TemporaryDirectory(prefix="rgmp-finetune-") as work:
+            config = finetune_config(base, out / f"{seq.name}.pt", overrides, output_dir=work)
+            tuned = finetune_on_stack(seq.frames, first_frame_labels(seq), config)
         minutes = (time.perf_counter() - started) / 60
-        after = score(seq, load_checkpoint(tuned, device=args.device)[0], max_size, args.device).jf_mean
+        after = score(seq, tuned, max_size, args.device).jf_mean
         rows.append((before, after))
         print(f"{seq.name:<22}{before:>10.3f}{after:>11.3f}{after - before:>+8.3f}{minutes:>12.1f}", flush=True)
     before, after = np.mean(rows, axis=0)

@@ -53,7 +53,7 @@ def worker(config: dict) -> dict:
     import numpy as np
     import torch
 
-    from rgmp_model import PropagationSession, build_rgmp
+    from rgmp_model import PropagationOptions, build_rgmp, open_session
 
     torch.manual_seed(0)
     device = torch.device(config["device"])
@@ -81,8 +81,8 @@ def worker(config: dict) -> dict:
         output = np.zeros((config["frames"], HEIGHT, WIDTH), np.uint8)
 
         def run(count: int) -> None:
-            session = PropagationSession(model, frames[:count], mode=mode, device=device,
-                                         max_size=config.get("max_size"))
+            options = PropagationOptions(mode=mode, device=str(device), max_size=config.get("max_size"))
+            session = open_session(model, frames[:count], options)
             session.add_keyframe(0, labels)
             for t, result, _ in session.propagate("forward"):
                 output[t] = result
@@ -107,7 +107,7 @@ def long_worker(config: dict) -> dict:
     import numpy as np
     import torch
 
-    from rgmp_model import PropagationSession, build_rgmp
+    from rgmp_model import PropagationOptions, build_rgmp, open_session
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -119,7 +119,7 @@ def long_worker(config: dict) -> dict:
     output = np.zeros(frames.shape[:3], np.uint8)
     model = build_rgmp(config["backbone"], config["decoder_channels"])
     baseline = _peak_rss_bytes()
-    session = PropagationSession(model, frames, device=config["device"])
+    session = open_session(model, frames, PropagationOptions(device=config["device"]))
     session.add_keyframe(0, labels)
     started = time.perf_counter()
     for t, result, _ in session.propagate("forward"):
@@ -150,7 +150,7 @@ def _encoder_table(args: argparse.Namespace) -> None:
         cells = []
         for size in args.working_sizes:
             config = {"method": "default", "objects": 1, "frames": args.frames, "device": args.device,
-                      "backbone": backbone, "decoder_channels": channels, "max_size": size or None}
+                      "backbone": backbone, "decoder_channels": channels, "max_size": size}
             cells.append(f"{_spawn('worker', config)['fps']:.2f}")
         print(f"| {backbone} | {channels} | {' | '.join(cells)} |", flush=True)
 

@@ -1,5 +1,5 @@
 """The Fine-tune widget's non-Qt parts: the job the worker runs, the snapshot of the labels it
-trains on, checkpoint descriptions and the messages shown to the user."""
+trains on and the messages shown to the user (checkpoint descriptions: :mod:`.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -25,26 +25,6 @@ def default_output(base: Path | None) -> Path:
     return candidate
 
 
-def describe_checkpoint(path: str) -> tuple[str, tuple[int, int], str, bool]:
-    """(path, file key, one-line description or the error message, readable?) of a checkpoint."""
-    key = file_key(path)
-    try:
-        from rgmp_model.checkpoint import read_checkpoint_info
-
-        return path, key, read_checkpoint_info(path).describe(), True
-    except Exception as error:  # shown to the user, never raised
-        return path, key, str(error) or type(error).__name__, False
-
-
-def file_key(path: str) -> tuple[int, int]:
-    """(modification time, size) of a file, to notice that it changed; (0, -1) if missing."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return (0, -1)
-    return (stat.st_mtime_ns, stat.st_size)
-
-
 def error_message(error: BaseException) -> str:
     """What to tell the user about an error raised by a fine-tuning run."""
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
@@ -56,11 +36,20 @@ def error_message(error: BaseException) -> str:
 
 def run_finetune(images: Any, labels: Any, base: str, out: str, options: dict[str, Any],
                  on_progress: Callable[[int, int, float], None], should_stop: Callable[[], bool]) -> Path:
-    """The worker's job: one call to ``finetune_on_stack`` (imported here, in the thread)."""
-    from training.finetune import finetune_on_stack
+    """The worker's job: one call to ``finetune_on_stack`` (imported here, in the thread) with
+    finetune.yaml's config and the widget's ``options`` (iterations, lr, batch_size, crop_size,
+    device); the run's work files go to a temporary folder."""
+    import tempfile
 
-    return finetune_on_stack(images, labels, base, out=out, on_progress=on_progress, should_stop=should_stop,
-                             **options)
+    from training.finetune import finetune_config, finetune_on_stack
+
+    overrides = [f"optim.iterations={int(options['iterations'])}", f"optim.lr={float(options['lr'])!r}",
+                 f"data.batch_size={int(options['batch_size'])}",
+                 f"data.crop_size=[{', '.join(str(int(s)) for s in options['crop_size'])}]",
+                 f"device={options['device']}"]
+    with tempfile.TemporaryDirectory(prefix="rgmp-finetune-") as work:
+        config = finetune_config(base, out, overrides, output_dir=work)
+        return finetune_on_stack(images, labels, config, on_progress=on_progress, should_stop=should_stop)
 
 
 class LabelSnapshot:

@@ -21,17 +21,20 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtGui import QCloseEvent, QDoubleValidator
 from qtpy.QtWidgets import (
     QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
+from rgmp_model.labels import labelled_frames
+
+from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
-from .finetune_job import LabelSnapshot, default_output, describe_checkpoint, error_message, file_key, run_finetune
+from .finetune_job import LabelSnapshot, default_output, error_message, run_finetune
 from .layer_combo import LayerCombo
-from .layers import LayerFrames, image_frames, labelled_frames, labels_frames, stack_axes
+from .layers import LayerFrames, image_frames, labels_frames, stack_axes
 from .plots import LinePlot
 
 if TYPE_CHECKING:
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILTER = "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
 _SHOWN_FRAMES = 12  # training frames listed before "..."
 
 
@@ -71,14 +73,10 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from .checkpoints import registry  # imports torch: only when the widget is opened
-
         self.viewer = napari_viewer
         self.worker: Any = None
         self.pbar: progress | None = None
         self._stop_event = threading.Event()
-        self._described: dict[str, tuple[tuple[int, int], str, bool]] = {}
-        self._browsed: list[str] = []
         self._output_edited = False
         self._watched: list[Any] = []
         self._last_progress: tuple[int, int, float] | None = None
@@ -89,14 +87,13 @@ class FinetuneWidget(QWidget):
         self.progressed.connect(self._on_progress)
         self._build()
 
-        registry.changed.connect(self.refresh_checkpoints)
-        stop, changed, refresh = self._stop_event, registry.changed, self.refresh_checkpoints
+        stop = self._stop_event
         # A run stops when the widget goes: deleted by Qt (its viewer closed), garbage-collected,
         # closed, or taken out of its dock (see event()).
-        self.destroyed.connect(lambda *_: (stop.set(), changed.disconnect(refresh)))
+        self.destroyed.connect(lambda *_: stop.set())
         weakref.finalize(self, stop.set)
         self.viewer.dims.events.point.connect(self._on_point)
-        self.refresh_checkpoints()
+        self._on_base_changed()
         self._on_image_changed()
 
     # ------------------------------------------------------------------------------ layout
@@ -104,9 +101,9 @@ class FinetuneWidget(QWidget):
         self.image_combo = LayerCombo(self.viewer, Image)
         self.labels_combo = LayerCombo(self.viewer, Labels)
         self.axis_combo, self.axis_label = QComboBox(), QLabel("stack axis")
-        self.frames_label, self.checkpoint_info, self.status_label = _note(), _note(), _note()
-        self.base_combo = QComboBox()
-        self.browse_button = QPushButton("Browse...")
+        self.frames_label, self.status_label = _note(), _note()
+        self.picker = CheckpointPicker("Base checkpoint")
+        self.checkpoint_info = self.picker.info_label
         self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=100, singleStep=50)
         self.learning_rate = QLineEdit("5e-05")
         validator = QDoubleValidator(0.0, 1.0, 12, self.learning_rate)
@@ -122,7 +119,7 @@ class FinetuneWidget(QWidget):
         self.loss_plot = LinePlot(title="training loss", x_label="iteration")
         self.loss_plot.setMinimumHeight(150)
         self.loss_plot.setMaximumHeight(320)
-        for combo in (self.image_combo, self.labels_combo, self.base_combo):
+        for combo in (self.image_combo, self.labels_combo):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
         for combo in (self.image_combo, self.labels_combo):  # follow renamed layers too
@@ -132,8 +129,8 @@ class FinetuneWidget(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for label, field in [
             ("image", self.image_combo), ("labels", self.labels_combo), (self.axis_label, self.axis_combo),
-            (None, self.frames_label), ("base", _row(self.base_combo, self.browse_button)),
-            (None, self.checkpoint_info), ("iterations", self.iterations), ("learning rate", self.learning_rate),
+            (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
+            ("learning rate", self.learning_rate),
             ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
             ("output", _row(self.output_path, self.output_button)),
         ]:
@@ -147,15 +144,13 @@ class FinetuneWidget(QWidget):
             layout.addWidget(widget)
         layout.addStretch(1)
         self._inputs: list[QWidget] = [
-            self.image_combo, self.labels_combo, self.axis_combo, self.base_combo, self.browse_button,
-            self.iterations, self.learning_rate, self.batch_size, self.crop_size, self.device,
-            self.output_path, self.output_button,
+            self.image_combo, self.labels_combo, self.axis_combo, self.picker, self.iterations, self.learning_rate,
+            self.batch_size, self.crop_size, self.device, self.output_path, self.output_button,
         ]
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.labels_combo.currentIndexChanged.connect(self._on_labels_changed)
         self.axis_combo.currentIndexChanged.connect(self.schedule_frames_update)
-        self.base_combo.currentIndexChanged.connect(self._on_base_changed)
-        self.browse_button.clicked.connect(self._browse_checkpoint)
+        self.picker.changed.connect(self._on_base_changed)
         self.output_button.clicked.connect(self._browse_output)
         self.output_path.textEdited.connect(self._on_output_edited)
         self.run_button.clicked.connect(self.run)
@@ -210,7 +205,7 @@ class FinetuneWidget(QWidget):
         except Exception:  # a layer without world coordinates: first index
             return ()
 
-    def stacks(self) -> tuple[LayerFrames, LayerFrames, list[int]]:
+    def stacks(self) -> tuple[LayerFrames, LayerFrames, tuple[int, ...]]:
         """The image and label stacks and the labelled frames; ValueError says what is missing."""
         image = self.image_combo.layer()
         axis = self.axis_combo.currentData()
@@ -238,63 +233,17 @@ class FinetuneWidget(QWidget):
         self.frames_label.setText(f"training frames: {shown}{more}")
 
     # ------------------------------------------------------------------------------ checkpoints
-    def refresh_checkpoints(self, *_: Any) -> None:
-        """Re-list the registry's checkpoints and the browsed ones, keeping the current choice."""
-        from .checkpoints import registry
-
-        current = self.base_combo.currentData()
-        paths = [str(p) for p in registry.paths()]
-        paths += [p for p in self._browsed if p not in paths]
-        self.base_combo.blockSignals(True)
-        self.base_combo.clear()
-        for path in paths:
-            self.base_combo.addItem(Path(path).name, path)
-            self.base_combo.setItemData(self.base_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
-        self.base_combo.setCurrentIndex(max(self.base_combo.findData(current), 0) if paths else -1)
-        self.base_combo.blockSignals(False)
-        if self.base_combo.currentData() != current or current is None:
-            self._on_base_changed()
-
     def set_base_checkpoint(self, path: str | os.PathLike) -> None:
         """Choose ``path`` as the base checkpoint (listed if it was not)."""
-        path = str(Path(path).expanduser().absolute())
-        if self.base_combo.findData(path) < 0:
-            self._browsed.append(path)
-            self.refresh_checkpoints()
-        self.base_combo.setCurrentIndex(self.base_combo.findData(path))
+        self.picker.set_path(path)
 
     def base_checkpoint(self) -> Path | None:
-        data = self.base_combo.currentData()
-        return Path(data) if data else None
-
-    def _browse_checkpoint(self) -> None:
-        start = str(self.base_checkpoint().parent) if self.base_checkpoint() else str(Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Base checkpoint", start, CHECKPOINT_FILTER)
-        if path:
-            self.set_base_checkpoint(path)
+        path = self.picker.path()
+        return Path(path) if path else None
 
     def _on_base_changed(self, *_: Any) -> None:
-        base = self.base_checkpoint()
-        self.base_combo.setToolTip(str(base) if base else "")
         if not self._output_edited:
-            self.output_path.setText(str(default_output(base)))
-        if base is None:
-            self.checkpoint_info.setText("no checkpoint yet: Browse... for one")
-            return
-        self.checkpoint_info.setText("reading the checkpoint...")
-        create_worker(describe_checkpoint, str(base), _connect={"returned": self._on_described},
-                      _start_thread=True)
-
-    def _on_described(self, result: tuple[str, tuple[int, int], str, bool]) -> None:
-        path, key, text, ok = result
-        self._described[path] = (key, text, ok)
-        if str(self.base_checkpoint()) == path:
-            self.checkpoint_info.setText(text if ok else f"not usable: {text}")
-        if ok and path in self._browsed:
-            from .checkpoints import registry
-
-            self._browsed.remove(path)
-            registry.add(path)  # the other widgets list it too
+            self.output_path.setText(str(default_output(self.base_checkpoint())))
 
     # ------------------------------------------------------------------------------ output
     def set_output(self, path: str | os.PathLike) -> None:
@@ -321,9 +270,9 @@ class FinetuneWidget(QWidget):
             raise ValueError("choose a base checkpoint: Browse... for an RGMP checkpoint (.pt / .pth)")
         if not base.is_file():
             raise FileNotFoundError(f"checkpoint {base} does not exist: choose another one with Browse...")
-        known = self._described.get(str(base))
-        if known is not None and known[0] == file_key(str(base)) and not known[2]:
-            raise ValueError(known[1])
+        known = self.picker.description()
+        if known is not None and not known.ok:
+            raise ValueError(known.text)
         try:
             lr = float(self.learning_rate.text())
         except ValueError:

@@ -100,11 +100,6 @@ def labels_frames(layer: Any, frames: LayerFrames, image_name: str = "the image"
     return LayerFrames(data, frames.selection)
 
 
-def labelled_frames(labels: LayerFrames) -> list[int]:
-    """Indices of the frames that hold at least one label (read one frame at a time)."""
-    return [t for t in range(len(labels)) if np.any(labels[t])]
-
-
 def boxes_from_shapes(layer: Any, frames: LayerFrames, current_frame: int) -> dict[int, np.ndarray]:
     """Box labels per frame from a Shapes layer: each shape's bounding box, filled with its own
     id (1, 2, ... in drawing order). Shapes drawn in N-D belong to the frame they lie on; 2-D

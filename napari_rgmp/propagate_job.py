@@ -1,26 +1,66 @@
-"""The Propagate widget's non-Qt parts: the job its worker runs (one library session), the
-cached model, the messages shown to the user, and the handle that owns a running worker."""
+"""The Propagate widget's non-Qt parts: the job its worker runs, the session kept between jobs,
+the messages shown to the user, and the handle that owns a running worker."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-_MODEL_CACHE: dict[tuple[str, float, str], Any] = {}
+from rgmp_model.options import PropagationOptions
+from rgmp_model.session import open_session
 
 
-def _load_model(path: str, device: str) -> Any:
-    """The network of a checkpoint, cached by (path, modification time, device)."""
-    from rgmp_model import load_checkpoint, resolve_device
+@dataclass(frozen=True)
+class PropagationJob:
+    """One Run or correction, checked on the GUI thread. ``key`` names the session it needs
+    (image layer and data, stack selection, checkpoint file and version, options); ``keyframes``
+    and ``boxes`` ({frame: (H, W) labels}) are what the session must hold; ``from_keyframes``
+    limits the propagation to those keyframes' stretches (None: the whole stack)."""
 
-    resolved = str(resolve_device(device))
-    key = (str(Path(path).resolve()), Path(path).stat().st_mtime if Path(path).exists() else 0.0, resolved)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()  # one model in memory at a time
-        _MODEL_CACHE[key] = load_checkpoint(path, device=resolved)[0]
-    return _MODEL_CACHE[key]
+    key: tuple
+    checkpoint: str
+    frames: Any  # (T, H, W[, C]) array-like, read lazily in the worker
+    options: PropagationOptions
+    keyframes: Mapping[int, np.ndarray] = field(default_factory=dict)
+    boxes: Mapping[int, np.ndarray] = field(default_factory=dict)
+    from_keyframes: tuple[int, ...] | None = None
+
+
+class JobResult(NamedTuple):
+    """One propagated frame: index, (H, W) labels, {object id: confidence}, frames in the job."""
+
+    frame: int
+    labels: np.ndarray
+    confidence: dict[int, float]
+    total: int
+
+
+class SessionKeeper:
+    """The widget's one session per (image, model, options), as Cutie's GUI keeps one
+    InferenceCore per video: kept between Runs and corrections, so that unchanged keyframes keep
+    their encoded reference features; rebuilt when the job's key changes. ``corrections`` are the
+    keyframes taken from the output layer; they outlive a rebuilt session (other options) and go
+    with the inputs (``forget``). While a job runs only its worker uses the session."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.session: Any = None
+        self.corrections: dict[int, np.ndarray] = {}
+
+    def session_for(self, job: PropagationJob) -> Any:
+        """The kept session when it fits ``job``, else a new one (loads the model: worker only)."""
+        if self.session is None or self.key != job.key:
+            self.key, self.session = None, None  # the old session's memory goes first
+            self.session = open_session(job.checkpoint, job.frames, job.options)
+            self.key = job.key
+        return self.session
+
+    def forget(self) -> None:
+        """Other inputs: no session and no corrections any more."""
+        self.key, self.session = None, None
+        self.corrections.clear()
 
 
 def user_message(error: BaseException) -> str:
@@ -31,24 +71,20 @@ def user_message(error: BaseException) -> str:
     return message
 
 
-def propagate_job(checkpoint: str, frames: Any, keyframes: dict[int, np.ndarray], boxes: dict[int, np.ndarray],
-                  options: dict[str, Any], direction: str, from_keyframes: list[int] | None):
-    """The worker's generator: load the model, build the session (box starts are refined by the
-    network into keyframes), then yield the session's (t, labels, confidence) results.
+def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobResult]:
+    """The worker's generator: the kept (or a new) session, made to hold the job's keyframes
+    (box starts are refined by the network; unchanged keyframes are not encoded again), then
+    the session's results, each with the job's frame total.
 
     Expected failures (a bad checkpoint, out of memory, ...) end the job with their message as
     the return value: superqt's generator worker would swallow a RuntimeError, and napari would
     report the others as crashes with a traceback."""
-    from rgmp_model import PropagationSession
-
     try:
-        model = _load_model(checkpoint, options["device"])
-        session = PropagationSession(model, frames, **options)
-        for t, labels in keyframes.items():
-            session.add_keyframe(t, labels)
-        for t, box_labels in boxes.items():
-            session.add_box_keyframe(t, box_labels)
-        yield from session.propagate(direction, from_keyframes=from_keyframes)
+        session = keeper.session_for(job)
+        session.set_keyframes(job.keyframes, job.boxes)
+        total = session.total_frames(from_keyframes=job.from_keyframes)
+        for t, labels, confidence in session.propagate(from_keyframes=job.from_keyframes):
+            yield JobResult(t, labels, confidence, total)
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
         return user_message(error)
     return None

@@ -6,13 +6,14 @@ the viewer stays responsive, a progress bar shows frames done and frames/s, and 
 layer "<labels> propagated" fills frame by frame. The input layers are never modified.
 
 Correction loop: edit a frame of the output layer, press "Use this frame as a keyframe": the
-frames between it and the neighbouring keyframes are propagated again from it, nothing else.
+frames between it and the neighbouring keyframes are propagated again from it, nothing else. The
+widget keeps one library session per (image, model, options) between Runs and corrections, so
+the keyframes that did not change are not encoded again.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +22,24 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from rgmp_model.labels import labelled_frames
+from rgmp_model.options import MULTISCALE, PropagationOptions
+
 from . import layers as layer_tools
-from .checkpoints import registry
+from .checkpoint_picker import CheckpointPicker
+from .checkpoints import file_key
 from .devices import available_devices
 from .layer_combo import LayerCombo
 from .plots import LinePlot
-from .propagate_job import JobHandle, propagate_job
+from .propagate_job import JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
 
 NEW_LAYER = "(new layer)"
 NO_BOXES = "(use the labels)"
-BROWSE = "Browse..."
 
 
 class PropagateWidget(QWidget):
@@ -54,18 +49,16 @@ class PropagateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.job = JobHandle()
+        self.sessions = SessionKeeper()  # the session between jobs, and the corrected keyframes
         self.output_layer: Any = None
-        self.corrections: dict[int, np.ndarray] = {}  # keyframes taken from the output layer
         self.confidence: dict[int, float] = {}  # lowest object confidence per frame
-        self.keyframes: list[int] = []
+        self.keyframes: list[int] = []  # the input layer's keyframes (or boxes), as shown
         self._inputs_key: tuple[str, str, int] | None = None
         self._stack: tuple[Any, Any] | None = None  # (frames, labels) of the running job
+        self._model_size = True  # the working size follows the model (None) until the user sets one
         self._build()
-        registry.changed.connect(self._refresh_checkpoints)
         self.destroyed.connect(self.job.abandon)
-        refresh = weakref.WeakMethod(self._refresh_checkpoints)
-        self.destroyed.connect(lambda *_: refresh() is not None and registry.changed.disconnect(refresh()))
-        self._refresh_checkpoints()
+        self._on_model_changed()
         self._update_inputs()
 
     # ---------------------------------------------------------------------------------- layout
@@ -79,9 +72,8 @@ class PropagateWidget(QWidget):
         self.keyframes_label.setWordWrap(True)
         self.direction_combo = QComboBox()
         self.direction_combo.addItems(["both", "forward", "backward"])
-        self.checkpoint_combo = QComboBox()
-        self.checkpoint_info = QLabel()
-        self.checkpoint_info.setWordWrap(True)
+        self.picker = CheckpointPicker("RGMP checkpoint")
+        self.checkpoint_combo, self.checkpoint_info = self.picker.combo, self.picker.info_label
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
         self.max_size_spin = QSpinBox()
@@ -93,7 +85,7 @@ class PropagateWidget(QWidget):
         for label, widget in (("image", self.image_combo), ("propagate along axis", self.axis_combo),
                               ("labels", self.labels_combo), ("start from boxes", self.boxes_combo),
                               ("keyframes", self.keyframes_label), ("direction", self.direction_combo),
-                              ("model", self.checkpoint_combo), ("", self.checkpoint_info),
+                              ("model", self.picker),
                               ("device", self.device_combo), ("working size (px)", self.max_size_spin),
                               ("multi-scale", self.multiscale_check), ("output", self.output_combo)):
             form.addRow(label, widget)
@@ -122,8 +114,9 @@ class PropagateWidget(QWidget):
         self.least_button.clicked.connect(self.go_to_least_confident)
         self.keyframe_button.clicked.connect(self.use_current_frame_as_keyframe)
         self.plot.clicked.connect(lambda x: self.go_to_frame(int(round(x))))
-        self.checkpoint_combo.activated.connect(self._checkpoint_chosen)
-        self.checkpoint_combo.currentIndexChanged.connect(self._show_checkpoint_info)
+        self.picker.changed.connect(self._on_model_changed)
+        self.picker.described.connect(self._on_model_described)
+        self.max_size_spin.valueChanged.connect(self._on_max_size_set)
         for combo in (self.image_combo, self.labels_combo, self.axis_combo, self.boxes_combo):
             combo.currentIndexChanged.connect(self._update_inputs)
         self._enable_after_run(False)
@@ -145,7 +138,7 @@ class PropagateWidget(QWidget):
         self.output_combo.refresh()
         inputs = (self.image_combo.currentText(), self.labels_combo.currentText(), self.axis)
         if inputs != self._inputs_key:  # corrections belong to one image, labels and axis
-            self.corrections.clear()
+            self.sessions.forget()
             self._inputs_key = inputs
         try:
             frames, label_frames = self._inputs()
@@ -153,7 +146,7 @@ class PropagateWidget(QWidget):
                 current = int(self.viewer.dims.current_step[self.axis])
                 self.keyframes = sorted(layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames, current))
             else:
-                self.keyframes = layer_tools.labelled_frames(label_frames)
+                self.keyframes = list(labelled_frames(label_frames))
             self._show_keyframes()
         except ValueError as error:
             self.keyframes = []
@@ -176,56 +169,47 @@ class PropagateWidget(QWidget):
         labels = layer_tools.labels_frames(self.labels_combo.layer(), frames, f"Image layer '{self.image_combo.currentText()}'")
         return frames, labels
 
-    def _refresh_checkpoints(self, *_: Any) -> None:
-        """List the registry's checkpoints by file name (full path as item data and tooltip)."""
-        current = self.checkpoint()
-        paths = [str(p) for p in registry.paths()]
-        self.checkpoint_combo.blockSignals(True)
-        self.checkpoint_combo.clear()
-        for path in paths:
-            self.checkpoint_combo.addItem(Path(path).name, path)
-            self.checkpoint_combo.setItemData(self.checkpoint_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
-        self.checkpoint_combo.addItem(BROWSE, None)
-        if current in paths:
-            self.checkpoint_combo.setCurrentIndex(paths.index(current))
-        self.checkpoint_combo.blockSignals(False)
-        self._show_checkpoint_info()
+    @property
+    def corrections(self) -> dict[int, np.ndarray]:
+        """Keyframes taken from the output layer (kept with the session)."""
+        return self.sessions.corrections
 
-    def _checkpoint_chosen(self, index: int) -> None:
-        if self.checkpoint_combo.itemData(index) is not None:
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "RGMP checkpoint", str(Path.home()), "Checkpoints (*.pt *.pth)")
-        if path:
-            self.set_checkpoint(path)
-        else:
-            self._refresh_checkpoints()
+    @property
+    def session(self) -> Any:
+        """The library session kept between jobs (None before the first run)."""
+        return self.sessions.session
 
+    # ---------------------------------------------------------------------------------- model
     def set_checkpoint(self, path: str | Path) -> None:
-        """Offer ``path`` (added to the shared list) and select it."""
-        path = str(registry.add(path))
-        index = self.checkpoint_combo.findData(path)
-        if index >= 0:
-            self.checkpoint_combo.setCurrentIndex(index)
+        """Choose ``path`` (listed, and offered to the other docks once it reads)."""
+        self.picker.set_path(path)
 
     def checkpoint(self) -> str | None:
         """Full path of the chosen checkpoint, or None."""
-        return self.checkpoint_combo.currentData()
+        return self.picker.path()
 
-    def _show_checkpoint_info(self, *_: Any) -> None:
-        from rgmp_model import read_checkpoint_info
+    def _on_model_changed(self, *_: Any) -> None:
+        self._model_size = True
+        self._on_model_described(self.picker.description())
 
-        path = self.checkpoint()
-        if path is None:
-            self.checkpoint_info.setText("no model yet: browse for a checkpoint (e.g. the authors' weights.pth)")
-            return
-        try:
-            self.checkpoint_combo.setToolTip(path)
-            info = read_checkpoint_info(path)
-            self.checkpoint_info.setText(info.describe())
-            if info.working_size is not None:  # the size the model was made for
-                self.max_size_spin.setValue(info.working_size)
-        except (ValueError, FileNotFoundError) as error:
-            self.checkpoint_info.setText(f"not usable: {str(error).splitlines()[0]}")
+    def _on_model_described(self, description: Any) -> None:
+        """Show the working size the model was made for (0: full size) while it applies."""
+        if self._model_size:
+            size = description.info.working_size if description is not None and description.ok else None
+            self.max_size_spin.blockSignals(True)
+            self.max_size_spin.setValue(size or 0)
+            self.max_size_spin.blockSignals(False)
+
+    def _on_max_size_set(self, *_: Any) -> None:
+        self._model_size = False
+
+    def options(self) -> PropagationOptions:
+        """The propagation options the controls say (checked by PropagationOptions)."""
+        return PropagationOptions(
+            direction=self.direction_combo.currentText(), device=self.device_combo.currentText(),
+            scales=MULTISCALE if self.multiscale_check.isChecked() else None,
+            max_size=None if self._model_size else self.max_size_spin.value(),
+        )
 
     # ---------------------------------------------------------------------------------- running
     def run(self, *_: Any) -> None:
@@ -261,7 +245,7 @@ class PropagateWidget(QWidget):
         except (ValueError, FileNotFoundError) as error:
             show_error(str(error))
             return
-        worker = create_worker(propagate_job, *job, _start_thread=False)
+        worker = create_worker(propagate_job, job, self.sessions, _start_thread=False)
         worker.yielded.connect(self._on_result)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
@@ -272,16 +256,12 @@ class PropagateWidget(QWidget):
         self._started = time.perf_counter()
         self._done = 0
         self._failed = False
-        worker.start()
+        QTimer.singleShot(0, worker.start)  # after run() returns: a slot connected to .worker sees every result
 
-    def _prepare(self, from_keyframe: int | None) -> tuple:
+    def _prepare(self, from_keyframe: int | None) -> PropagationJob:
         """Everything the worker needs, validated; creates or clears the output layer."""
         frames, labels = self._inputs()
-        checkpoint = self.checkpoint()
-        if checkpoint is None:
-            raise ValueError("choose a model: browse for a checkpoint (napari-rgmp's own or the authors' weights.pth)")
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist: choose another model")
+        checkpoint = self._checked_checkpoint()
         boxes: dict[int, np.ndarray] = {}
         keyframes: dict[int, np.ndarray] = {}
         if self.boxes_combo.layer() is not None:
@@ -289,32 +269,36 @@ class PropagateWidget(QWidget):
             boxes = layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames, current)
             self.keyframes = sorted(boxes)
         else:
-            self.keyframes = layer_tools.labelled_frames(labels)
+            self.keyframes = list(labelled_frames(labels))
             if not self.keyframes:
                 raise ValueError(f"Labels layer '{self.labels_combo.currentText()}' has no labels on any frame: "
                                  f"paint at least one object on a frame (or choose a Shapes layer with boxes)")
             keyframes = {t: np.array(labels[t], copy=True) for t in self.keyframes}
         keyframes.update({t: v for t, v in self.corrections.items() if t not in boxes})
-        options = {"device": self.device_combo.currentText(), "multiscale": self.multiscale_check.isChecked(),
-                   "max_size": self.max_size_spin.value() or None}
+        options = self.options()
+        image = self.image_combo.layer()
+        key = (id(image), id(image.data), frames.selection, checkpoint, file_key(checkpoint), options)
         if from_keyframe is None:
             self._prepare_output(frames, labels)
             self.confidence = {}
-        direction = self.direction_combo.currentText()
-        total = sum(1 + len(s.backward) + len(s.forward) for s in self._plan(frames, keyframes, boxes, direction, from_keyframe))
-        self.job.progress = progress(total=total, desc="RGMP propagation")
+        self.job.progress = progress(total=0, desc="RGMP propagation")
         self._stack = (frames, labels)
-        self.status_label.setText(f"0 / {total} frames")
-        self._total = total
-        return (checkpoint, frames, keyframes, boxes, options, direction,
-                None if from_keyframe is None else [from_keyframe])
+        self.status_label.setText("starting...")
+        self._total = 0
+        return PropagationJob(key, checkpoint, frames, options, keyframes, boxes,
+                              None if from_keyframe is None else (from_keyframe,))
 
-    @staticmethod
-    def _plan(frames: Any, keyframes: dict, boxes: dict, direction: str, from_keyframe: int | None) -> list:
-        from rgmp_model.engine import plan_stretches
-
-        stretches = plan_stretches(sorted(set(keyframes) | set(boxes)), len(frames), direction)
-        return [s for s in stretches if from_keyframe is None or s.keyframe == from_keyframe]
+    def _checked_checkpoint(self) -> str:
+        """The chosen checkpoint, when it exists and did not fail to read."""
+        checkpoint = self.checkpoint()
+        if checkpoint is None:
+            raise ValueError("choose a model: browse for a checkpoint (napari-rgmp's own or the authors' weights.pth)")
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist: choose another model")
+        known = self.picker.description()
+        if known is not None and not known.ok:
+            raise ValueError(known.text)
+        return checkpoint
 
     def _prepare_output(self, frames: Any, labels: Any) -> None:
         """The chosen output layer, or a new "<labels> propagated" one; the stack's frames cleared."""
@@ -339,19 +323,22 @@ class PropagateWidget(QWidget):
         self.output_layer.refresh()
 
     # ---------------------------------------------------------------------------------- results
-    def _on_result(self, result: tuple[int, np.ndarray, dict[int, float]]) -> None:
+    def _on_result(self, result: JobResult) -> None:
         """Write one frame. State first: refreshing the layer or the progress bar may process
         pending events, including the worker's ``finished``."""
         frames, _ = self._stack
-        t, labels, confidence = result
-        self.confidence[t] = min(confidence.values()) if confidence else 0.0
+        t = result.frame
+        self.confidence[t] = min(result.confidence.values()) if result.confidence else 0.0
         self._done += 1
+        self._total = result.total  # the session's count for this job
         rate = self._done / max(time.perf_counter() - self._started, 1e-9)
         self.status_label.setText(f"{self._done} / {self._total} frames, {rate:.2f} frames/s")
         bar = self.job.progress
-        self.output_layer.data[frames.selection.index(t)] = labels
+        self.output_layer.data[frames.selection.index(t)] = result.labels
         self.output_layer.refresh()
         if bar is not None:
+            if bar.total != result.total:
+                bar.total = result.total
             bar.set_description(f"RGMP propagation, {rate:.1f} frames/s")
             bar.update(1)
 

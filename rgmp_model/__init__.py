@@ -18,7 +18,11 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "PropagationSession": "engine",
     "propagate": "engine",
-    "resolve_device": "engine",
+    "PropagationOptions": "options",
+    "resolve_device": "options",
+    "resolve_max_size": "options",
+    "load_model": "session",
+    "open_session": "session",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -67,8 +67,8 @@ def _add_propagate(commands: argparse._SubParsersAction) -> None:
                    help="the authors' procedure: objects one by one, background pass, 3 scales")
     p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
     p.add_argument("--max-size", type=int, default=None, metavar="PX",
-                   help="bound on the longer side of the working resolution (default: the model's "
-                   "working_size metadata when it has one, else full size)")
+                   help="bound on the longer side of the working resolution; 0 = full size (default: "
+                   "the model's working_size metadata when it has one, else full size)")
     p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
                    help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -91,9 +91,9 @@ def _default_checkpoint() -> Path:
 def _run_propagate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import load_checkpoint
-    from .engine import PropagationSession, resolve_device
     from .label_io import LabelStackWriter, frame_names, open_label_stack
+    from .options import MULTISCALE, PropagationOptions
+    from .session import open_session
     from .stack_io import open_image_stack
 
     images = open_image_stack(args.images)
@@ -101,14 +101,14 @@ def _run_propagate(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path(f"{args.images.stem}_rgmp.tif")
     if out.resolve() in (args.images.resolve(), args.labels.resolve()):
         raise ValueError(f"--out {out} would overwrite an input: choose another path")
-    device = resolve_device(args.device)
-    model, info = load_checkpoint(args.checkpoint or _default_checkpoint(), device=device)
-    print(f"model: {info.path.name} ({info.describe()}) on {device}")
-    max_size = args.max_size if args.max_size is not None else info.working_size
-    session = PropagationSession(
-        model, images, mode="official" if args.official else "default", multiscale=args.multiscale,
-        max_size=max_size, device=device, precision=args.precision, flow=args.flow,
+    options = PropagationOptions(
+        direction=args.direction, mode="official" if args.official else "default",
+        scales=MULTISCALE if args.multiscale else None, max_size=args.max_size, device=args.device,
+        precision=args.precision, flow=args.flow,
     )
+    session = open_session(args.checkpoint or _default_checkpoint(), images, options)
+    info, (height, width) = session.checkpoint, session.working_size
+    print(f"model: {info.path.name} ({info.describe()}) on {session.device}, working size {width}x{height}")
     if labels.shape[0] == 1 or args.reference_frame is not None:
         reference = 0 if args.reference_frame is None else args.reference_frame
         source = 0 if labels.shape[0] == 1 else reference
@@ -117,12 +117,12 @@ def _run_propagate(args: argparse.Namespace) -> int:
         session.add_keyframe(reference, labels[source])
     else:
         session.add_keyframes_from_stack(labels)
-    total = sum(1 + len(s.backward) + len(s.forward) for s in session.plan(args.direction))
+    total = session.total_frames()
     shape = (session.frames.num_frames, session.frames.height, session.frames.width)
     names = frame_names(images, shape[0])
     started = time.perf_counter()
     with LabelStackWriter(out, shape, session.object_ids.dtype, frame_names=names) as writer:
-        results = session.propagate(args.direction)
+        results = session.propagate()
         for t, frame_labels, _ in tqdm(results, total=total, unit="frame", desc="propagating"):
             writer[t] = frame_labels
     elapsed = time.perf_counter() - started

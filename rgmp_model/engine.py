@@ -1,187 +1,117 @@
 """The propagation engine: one session per image stack.
 
-    session = PropagationSession(model, frames)          # frames: (T,H,W) or (T,H,W,C) array-like
+    session = open_session("model.pt", frames, PropagationOptions(direction="both"))
     session.add_keyframe(0, labels0)                    # or add_keyframes_from_stack(labels)
-    for t, labels, confidence in session.propagate("both"):
+    for t, labels, confidence in session.propagate():
         out[t] = labels                                 # (H, W), original ids; stop at any frame
 
-Each non-keyframe is propagated from its nearest keyframe (in the allowed direction); keyframes
-are yielded unchanged and never overwritten. Only one frame, the previous soft masks and the
-keyframe's reference features are held in memory at a time.
+(``PropagationSession(model, frames, **keywords)`` still works: the keywords become
+:class:`~rgmp_model.options.PropagationOptions`.) Each non-keyframe is propagated from its nearest
+keyframe (in the allowed direction); keyframes are yielded unchanged and never overwritten. Only
+one frame and the previous soft masks are held per step; each keyframe's reference features are
+kept until its labels change, so propagating again (after a correction) re-encodes only the
+keyframes that changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
+from .flow import dense_flow, grey, warp_along_flow
 from .frames import FrameStack
-from .inference import (
-    OFFICIAL_SCALES,
-    BatchedPropagator,
-    OfficialPropagator,
-    resize_bilinear,
-    winner_confidence,
-)
+from .inference import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
 from .labels import ObjectIds, validate_label_frame
 from .network import RGMP
+from .options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
+from .plan import Stretch, plan_stretches
 
-DIRECTIONS = ("forward", "backward", "both")
-MODES = ("default", "official")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointInfo
+
+__all__ = ["DIRECTIONS", "MODES", "PRECISIONS", "FrameResult", "PropagationSession", "Stretch", "plan_stretches",
+           "propagate", "resolve_device", "working_size"]
 FrameResult = tuple[int, np.ndarray, dict[int, float]]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps, else cpu; a named device is checked to exist."""
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use 'auto' or 'cpu'")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available here: use 'auto' or 'cpu'")
-    return resolved
-
-
-def _autocast_dtype(precision: str, device: torch.device, mode: str) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        if device.type != "cuda" or mode == "official":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp32":
-        return None
-    if device.type != "cuda":
-        raise ValueError(f"{precision} autocast is only used on CUDA; on {device.type} use precision='fp32'")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def working_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
-    """(height, width) scaled down so that the longer side is at most ``max_size`` (None: unchanged)."""
-    factor = 1.0 if max_size is None else min(1.0, max_size / max(height, width))
-    return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-@dataclass(frozen=True)
-class Stretch:
-    """The frames propagated from one keyframe, in processing order: ``backward`` goes
-    keyframe-1, keyframe-2, ...; ``forward`` goes keyframe+1, keyframe+2, ..."""
-
-    keyframe: int
-    backward: tuple[int, ...]
-    forward: tuple[int, ...]
-
-
-def plan_stretches(keyframes: list[int], num_frames: int, direction: str) -> list[Stretch]:
-    """Assign every frame reachable in ``direction`` to its nearest keyframe (ties go to the
-    earlier keyframe, i.e. forward propagation)."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    keys = sorted(keyframes)
-    stretches = []
-    for i, key in enumerate(keys):
-        previous_key = keys[i - 1] if i > 0 else None
-        next_key = keys[i + 1] if i + 1 < len(keys) else None
-        forward_end = num_frames if next_key is None else next_key  # exclusive
-        backward_end = -1 if previous_key is None else previous_key  # exclusive
-        if direction == "both":
-            if next_key is not None:  # frames up to the midpoint (inclusive on ties)
-                forward_end = key + (next_key - key) // 2 + 1
-            if previous_key is not None:
-                backward_end = previous_key + (key - previous_key) // 2
-        forward = tuple(range(key + 1, forward_end)) if direction != "backward" else ()
-        backward = tuple(range(key - 1, backward_end, -1)) if direction != "forward" else ()
-        stretches.append(Stretch(key, backward, forward))
-    return stretches
 
 
 class PropagationSession:
     """All state of one propagation job over one image stack (as Cutie's InferenceCore).
 
-    model: an :class:`RGMP` network (moved to ``device`` and put in eval mode).
+    model: an :class:`RGMP` network (moved to the device in channels-last format, eval mode).
     frames: (T, H, W) grey or (T, H, W, C) array-like, uint8 / uint16 / float, read lazily.
-    mode: "default" (objects batched, soft aggregation, ``scales``) or "official" (the authors'
-        run.py procedure; scales 0.5, 0.75, 1.0 unless given).
-    scales: working scales averaged per frame; default (1.0,), or (0.5, 0.75, 1.0) when
-        ``multiscale`` is set.
-    max_size: bound on the longer side of the network's working resolution (None = full size);
-        probabilities are resized back to full size before labels are taken.
-    device: "auto" (cuda, mps, cpu), or a device name. precision: "auto" (bf16/fp16 autocast on
-        CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
-    object_batch: most objects per network call; None = all objects of a frame in one batch on a
-        GPU, one at a time on the CPU (faster there). Aggregation always sees all objects.
-    flow: None (default), "tvl1" or "ilk": flow guidance (MaskTrack+Flow), default mode only:
-        the previous frame's probabilities are warped along the dense optical flow between the
-        two frames (computed on the CPU at the working size) before they enter the network.
-    The model is moved to ``device`` in channels-last memory format and put in eval mode.
+    options: :class:`PropagationOptions` (default: all defaults); ``checkpoint``: the model's
+        :class:`CheckpointInfo`, whose recorded working size applies when ``options.max_size`` is
+        None. ``self.options`` holds them resolved (``max_size`` 0 = full size, ``scales`` set).
+    Keyword arguments instead of ``options`` (``mode=``, ``multiscale=``, ``max_size=``, ...)
+    are the older spelling of the same options. Probabilities are resized back to full size
+    before labels are taken; flow guidance (``options.flow``) warps the previous frame's
+    probabilities along dense optical flow (on the CPU, at the working size) first.
     """
 
     def __init__(
         self,
         model: RGMP,
         frames: Any,
+        options: PropagationOptions | None = None,
         *,
-        mode: str = "default",
-        multiscale: bool = False,
-        scales: tuple[float, ...] | None = None,
-        max_size: int | None = None,
-        device: str | torch.device = "auto",
-        precision: str = "auto",
-        object_batch: int | None = None,
-        flow: str | None = None,
+        checkpoint: CheckpointInfo | None = None,
+        **keywords: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if flow is not None and flow not in FLOW_METHODS:
-            raise ValueError(f"flow must be None or one of {FLOW_METHODS}, got {flow!r}")
-        if flow is not None and mode == "official":
-            raise ValueError("flow guidance is not part of the authors' procedure: use mode='default' with flow")
-        self.flow = flow
-        if max_size is not None and (not isinstance(max_size, (int, np.integer)) or max_size < 32):
-            raise ValueError(f"max_size must be an integer >= 32 (pixels) or None, got {max_size!r}")
+        if options is not None and keywords:
+            raise TypeError(f"give either options or keyword options ({sorted(keywords)}), not both")
+        if options is None:
+            options = PropagationOptions.from_keywords(**keywords)
+        self.checkpoint = checkpoint
+        self.options = options.resolved(checkpoint.working_size if checkpoint is not None else None)
         self.frames = FrameStack(frames)
-        self.device = resolve_device(device)
-        self.mode = mode
+        self.device = resolve_device(self.options.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        if scales is None:
-            scales = OFFICIAL_SCALES if (mode == "official" or multiscale) else (1.0,)
+        object_batch = self.options.object_batch
         if object_batch is None and self.device.type == "cpu":
             object_batch = 1  # see inference.py: batching objects is slower on CPUs
-        dtype = _autocast_dtype(precision, self.device, mode)
-        propagator = OfficialPropagator if mode == "official" else BatchedPropagator
-        self._propagator = propagator(self.model, scales, dtype, object_batch)
-        self.scales = self._propagator.scales
-        self.working_size = working_size(self.frames.height, self.frames.width, max_size)
+        dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
+        propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator
+        self._propagator = propagator(self.model, self.options.scales, dtype, object_batch)
+        self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
         self._keyframes: dict[int, np.ndarray] = {}
+        self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
+        self._references: dict[int, tuple[tuple[int, ...], Reference]] = {}  # keyframe -> (ids, features)
         self.last_probabilities: np.ndarray | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return self._propagator.scales
+
+    @property
+    def flow(self) -> str | None:
+        return self.options.flow
 
     # ----------------------------------------------------------------------------- keyframes
     def add_keyframe(self, frame_index: int, labels: Any) -> None:
-        """Annotate frame ``frame_index`` with (H, W) integer labels (a copy is kept)."""
+        """Annotate frame ``frame_index`` with (H, W) integer labels (a copy is kept). Labels
+        equal to the frame's current ones keep its encoded reference features."""
         index = self._frame_index(frame_index)
         array = validate_label_frame(labels, (self.frames.height, self.frames.width), index)
         if not array.any():
             raise ValueError(
                 f"labels of frame {index} are empty (all 0): paint at least one object on it"
             )
-        self._keyframes[index] = np.array(array, copy=True)
+        self._store(index, np.array(array, copy=True))
+        self._boxes.pop(index, None)
+
+    def _store(self, index: int, labels: np.ndarray) -> None:
+        """Keep ``labels`` as keyframe ``index``; its reference features go when they change."""
+        previous = self._keyframes.get(index)
+        if previous is None or not np.array_equal(previous, labels):
+            self._references.pop(index, None)
+        self._keyframes[index] = labels
 
     def add_keyframes_from_stack(self, label_stack: Any) -> list[int]:
         """Every frame of a (T, H, W) label stack that holds labels becomes a keyframe.
@@ -197,11 +127,25 @@ class PropagationSession:
         for t in range(shape[0]):
             frame = validate_label_frame(label_stack[t], (self.frames.height, self.frames.width), t)
             if frame.any():
-                self._keyframes[t] = np.array(frame, copy=True)
+                self._store(t, np.array(frame, copy=True))
+                self._boxes.pop(t, None)
                 added.append(t)
         if not added:
             raise ValueError("the label stack has no labels on any frame: paint at least one object")
         return added
+
+    def set_keyframes(self, labels: Mapping[int, Any], boxes: Mapping[int, Any] | None = None) -> None:
+        """Make the keyframes exactly ``labels`` ({frame: (H, W) labels}) and ``boxes`` ({frame:
+        (H, W) box labels}, see :meth:`add_box_keyframe`). Keyframes that stay as they were keep
+        their encoded reference features (unchanged boxes are not refined again)."""
+        boxes = dict(boxes or {})
+        for t in set(self._keyframes) - set(labels) - set(boxes):
+            self.remove_keyframe(t)
+        for t, frame_labels in labels.items():
+            if t not in boxes:
+                self.add_keyframe(t, frame_labels)
+        for t, frame_boxes in boxes.items():
+            self.add_box_keyframe(t, frame_boxes)
 
     @torch.inference_mode()
     def add_box_keyframe(self, frame_index: int, boxes: Any) -> np.ndarray:
@@ -214,6 +158,8 @@ class PropagationSession:
         box_labels = validate_label_frame(boxes, (self.frames.height, self.frames.width), index)
         if not box_labels.any():
             raise ValueError(f"no box on frame {index}: draw at least one rectangle on it")
+        if index in self._keyframes and np.array_equal(self._boxes.get(index), box_labels):
+            return self._keyframes[index].copy()  # refined from these very boxes already
         objects = ObjectIds.from_frames([box_labels])
         channels = torch.from_numpy(objects.channels(box_labels)).to(self.device)
         active = torch.arange(1, len(objects) + 1, device=self.device)
@@ -226,11 +172,14 @@ class PropagationSession:
         for object_id in objects.ids:
             if not (refined == object_id).any():
                 refined[box_labels == object_id] = object_id
-        self._keyframes[index] = refined
+        self._store(index, refined)
+        self._boxes[index] = np.array(box_labels, copy=True)
         return refined.copy()
 
     def remove_keyframe(self, frame_index: int) -> None:
-        self._keyframes.pop(self._frame_index(frame_index), None)
+        index = self._frame_index(frame_index)
+        for held in (self._keyframes, self._boxes, self._references):
+            held.pop(index, None)
 
     @property
     def keyframes(self) -> tuple[int, ...]:
@@ -254,13 +203,26 @@ class PropagationSession:
         return index
 
     # ----------------------------------------------------------------------------- propagation
-    def plan(self, direction: str = "forward") -> list[Stretch]:
-        """Which frames each keyframe will be propagated to, in order."""
-        return plan_stretches(list(self._keyframes), self.frames.num_frames, direction)
+    def plan(self, direction: str | None = None, from_keyframes: Iterable[int] | None = None) -> list[Stretch]:
+        """Which frames each keyframe will be propagated to, in order (``direction`` None: the
+        options' direction; ``from_keyframes``: only the stretches of those keyframes)."""
+        stretches = plan_stretches(list(self._keyframes), self.frames.num_frames, direction or self.options.direction)
+        if from_keyframes is None:
+            return stretches
+        wanted = {self._frame_index(t) for t in from_keyframes}
+        unknown = wanted - set(self._keyframes)
+        if unknown:
+            raise ValueError(f"frames {sorted(unknown)} are not keyframes: add them first")
+        return [s for s in stretches if s.keyframe in wanted]
+
+    def total_frames(self, direction: str | None = None, from_keyframes: Iterable[int] | None = None,
+                     include_keyframes: bool = True) -> int:
+        """How many results :meth:`propagate` with the same arguments yields."""
+        return sum(len(s.backward) + len(s.forward) + include_keyframes for s in self.plan(direction, from_keyframes))
 
     def propagate(
         self,
-        direction: str = "forward",
+        direction: str | None = None,
         *,
         from_keyframes: Iterable[int] | None = None,
         include_keyframes: bool = True,
@@ -269,7 +231,8 @@ class PropagationSession:
     ) -> Iterator[FrameResult]:
         """Yield ``(frame_index, labels (H, W) with the original ids, {id: confidence})`` for
         every keyframe (unchanged) and every frame reachable in ``direction`` ("forward",
-        "backward" or "both"), one at a time; the caller may stop at any point.
+        "backward" or "both"; None: the options' direction), one at a time; the caller may stop
+        at any point. :meth:`total_frames` says how many.
 
         ``from_keyframes`` restricts the run to the stretches of those keyframes: after adding a
         corrected keyframe, propagating from it alone recomputes exactly the frames that now
@@ -280,13 +243,7 @@ class PropagationSession:
         ``on_progress(done, total)`` is called after every yielded frame.
         """
         objects = self._objects()
-        stretches = self.plan(direction)
-        if from_keyframes is not None:
-            wanted = {self._frame_index(t) for t in from_keyframes}
-            unknown = wanted - set(self._keyframes)
-            if unknown:
-                raise ValueError(f"frames {sorted(unknown)} are not keyframes: add them first")
-            stretches = [s for s in stretches if s.keyframe in wanted]
+        stretches = self.plan(direction, from_keyframes)
         total = sum(len(s.backward) + len(s.forward) + include_keyframes for s in stretches)
         done = 0
         for stretch in stretches:
@@ -310,12 +267,10 @@ class PropagationSession:
             yield stretch.keyframe, key_labels.copy(), confidence
         if not (stretch.backward or stretch.forward):
             return
-        masks = (channels[None] == active[:, None, None]).float()
-        key_frame = self._frame(stretch.keyframe)
-        reference = self._propagator.encode_reference(key_frame, self._to_working(masks))
+        reference = self._reference(stretch.keyframe, channels, active, objects)
         for frames in (stretch.backward, stretch.forward):
             previous = reference.initial_previous
-            last_grey = grey(key_frame[0]) if self.flow is not None else None
+            last_grey = grey(self._frame(stretch.keyframe)[0]) if self.flow is not None else None
             for t in frames:
                 frame = self._frame(t)
                 if last_grey is not None:
@@ -331,6 +286,19 @@ class PropagationSession:
                         f"smaller max_size, fewer scales, or run on the CPU"
                     ) from error
                 yield self._result(t, probabilities, active, objects, keep_probabilities)
+
+    def _reference(self, index: int, channels: Tensor, active: Tensor, objects: ObjectIds) -> Reference:
+        """The reference features of keyframe ``index`` for its ``active`` channels, encoded
+        once and kept until the keyframe changes (keyed by the ids, not the channels: a new
+        object elsewhere shifts channels but not this keyframe's masks)."""
+        ids = tuple(int(objects.ids[c - 1]) for c in active.tolist())
+        kept = self._references.get(index)
+        if kept is not None and kept[0] == ids:
+            return kept[1]
+        masks = (channels[None] == active[:, None, None]).float()
+        reference = self._propagator.encode_reference(self._frame(index), self._to_working(masks))
+        self._references[index] = (ids, reference)
+        return reference
 
     def _frame(self, t: int) -> Tensor:
         """Frame t as (1, 3, h, w) float32 at the working size, on the device."""
@@ -376,7 +344,8 @@ def propagate(
     **session_options: Any,
 ) -> Iterator[FrameResult]:
     """Convenience wrapper: ``labels`` is either one (H, W) label image for ``reference_frame``
-    (default 0) or a (T, H, W) stack whose labelled frames are the keyframes."""
+    (default 0) or a (T, H, W) stack whose labelled frames are the keyframes. ``session_options``:
+    ``options=PropagationOptions(...)`` or the options as keywords."""
     session = PropagationSession(model, frames, **session_options)
     if np.ndim(labels) == 2:
         session.add_keyframe(0 if reference_frame is None else reference_frame, labels)

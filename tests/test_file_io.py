@@ -42,14 +42,14 @@ def test_reader_opens_a_label_tiff_as_labels_and_leaves_photos_alone(make_napari
     from napari.layers import Labels
 
     labels = label_stack().astype(np.uint16) * 300  # ids above 255
-    tifffile.imwrite(tmp_path / "result.tif", labels)
+    tifffile.imwrite(tmp_path / "result.tif", labels, photometric="minisblack")
     viewer = make_napari_viewer()
     layers = viewer.open(str(tmp_path / "result.tif"), plugin=PLUGIN)
     assert isinstance(layers[0], Labels)
     np.testing.assert_array_equal(np.asarray(layers[0].data), labels)
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 4096, (3, 64, 64), dtype=np.uint16)  # a uint16 time-lapse
-    tifffile.imwrite(tmp_path / "movie.tif", photo)
+    tifffile.imwrite(tmp_path / "movie.tif", photo, photometric="minisblack")
     assert get_reader(str(tmp_path / "movie.tif")) is None
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
     assert get_reader(str(tmp_path / "photo.png")) is None

@@ -10,7 +10,7 @@ from napari.utils.notifications import notification_manager
 from napari_rgmp import propagate_job as module
 from napari_rgmp.checkpoints import registry
 from napari_rgmp.propagate_widget import PropagateWidget
-from rgmp_model import PropagationSession, build_rgmp, load_checkpoint, save_checkpoint
+from rgmp_model import PropagationOptions, PropagationSession, build_rgmp, load_checkpoint, open_session, save_checkpoint
 from rgmp_model.synthetic import synthetic_video
 
 H, W = 64, 80
@@ -195,7 +195,7 @@ def test_each_error_is_a_notification(make_napari_viewer, qtbot, checkpoint, seq
     foreign = tmp_path / "foreign.pt"
     torch.save({"layer.weight": torch.zeros(3)}, foreign)
     widget.set_checkpoint(foreign)
-    assert widget.checkpoint_info.text().startswith("not usable")
+    qtbot.waitUntil(lambda: widget.checkpoint_info.text().startswith("not usable"), timeout=60_000)  # read in a worker
     start = len(notification_manager.records)
     run_and_wait(qtbot, widget)
     assert "does not fit" in " ".join(errors_since(start))
@@ -203,7 +203,7 @@ def test_each_error_is_a_notification(make_napari_viewer, qtbot, checkpoint, seq
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(module, "_load_model", out_of_memory)
+    monkeypatch.setattr(module, "open_session", out_of_memory)
     widget.set_checkpoint(checkpoint)
     start = len(notification_manager.records)
     run_and_wait(qtbot, widget)
@@ -256,3 +256,32 @@ def test_a_checkpoint_fine_tuned_in_the_viewer_is_listed_and_usable(make_napari_
     output = viewer.layers["objects propagated"].data
     for t, frame_labels in expected.items():
         np.testing.assert_array_equal(output[t], frame_labels)
+
+
+def test_a_correction_reuses_the_kept_session_and_encodes_only_the_corrected_keyframe(
+        make_napari_viewer, qtbot, checkpoint, sequence) -> None:
+    viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, first_frame_labels(sequence, (0, 7)))
+    assert widget.options() == PropagationOptions(direction="both", device="cpu")  # as `rgmp propagate` by default
+    run_and_wait(qtbot, widget)
+    session = widget.session
+    assert session is not None and session.keyframes == (0, 7)
+    assert session.options == open_session(checkpoint, sequence.frames, widget.options()).options
+    encoded = []
+    encode = session._propagator.encode_reference
+    session._propagator.encode_reference = lambda frame, masks: encoded.append(masks.clone()) or encode(frame, masks)
+    corrected = sequence.labels[4].astype(np.uint16)
+    viewer.layers["objects propagated"].data[4] = corrected
+    viewer.dims.set_current_step(0, 4)
+    run_and_wait(qtbot, widget, widget.use_current_frame_as_keyframe)
+    assert widget.session is session and session.keyframes == (0, 4, 7)
+    assert len(encoded) == 1  # keyframe 4 alone: 0 and 7 keep the features of the first run
+    ids = [i for i in np.unique(corrected) if i != 0]
+    np.testing.assert_array_equal(encoded[0].numpy(), np.stack([corrected == i for i in ids]).astype(np.float32))
+    encoded.clear()
+    run_and_wait(qtbot, widget)  # Run again with the same inputs: the same session, nothing encoded
+    assert widget.session is session and encoded == []
+    assert "corrected: 4" in widget.keyframes_label.text()
+    widget.multiscale_check.setChecked(True)  # other options: a new session, the correction kept
+    run_and_wait(qtbot, widget)
+    assert widget.session is not session and widget.session.keyframes == (0, 4, 7)
+    assert widget.session.scales == (0.5, 0.75, 1.0)

@@ -1,0 +1,150 @@
+"""The one checkpoint picker of both docks.
+
+A combo box of the checkpoints the registry offers (the bundled default, those added in this
+session, the user model folder) by file name, a last "Browse..." entry, and a line describing the
+chosen one. Descriptions are read in a worker thread (a checkpoint's weights are hashed) and
+cached per file version, so choosing a model never blocks the viewer. A browsed file is listed
+here at once and offered to the other docks (added to the registry) once it reads as a checkpoint.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
+
+BROWSE = "Browse..."
+CHECKPOINT_FILTER = "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+READING = "reading the checkpoint..."
+NO_MODEL = "no model yet: Browse... for a checkpoint (napari-rgmp's own or the authors' weights.pth)"
+
+
+class CheckpointPicker(QWidget):
+    """Choose a checkpoint. ``changed(path or None)`` follows the choice; ``described(Description)``
+    comes when the chosen checkpoint's description is known (see :mod:`.checkpoints`)."""
+
+    changed = Signal(object)
+    described = Signal(object)
+
+    def __init__(self, title: str = "RGMP checkpoint", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from .checkpoints import registry  # imports torch: only when a widget opens
+
+        self._title = title
+        self._browsed: list[str] = []  # chosen files not (yet) in the registry
+        self._pending: set[str] = set()  # paths being described by a worker
+        self._current: str | None = None
+        self._shown: Any = None  # the Description on display
+        self.combo = QComboBox()
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(12)
+        self.info_label = QLabel()
+        self.info_label.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.info_label)
+        self.combo.activated.connect(self._on_activated)
+        self.combo.currentIndexChanged.connect(self._on_index_changed)
+        registry.changed.connect(self.refresh)
+        refresh, changed = weakref.WeakMethod(self.refresh), registry.changed
+        self.destroyed.connect(lambda *_: refresh() is not None and changed.disconnect(refresh()))
+        self.refresh()
+
+    # ---------------------------------------------------------------------------------- choice
+    def path(self) -> str | None:
+        """Full path of the chosen checkpoint, or None."""
+        return self.combo.currentData()
+
+    def set_path(self, path: str | Path) -> None:
+        """Choose ``path`` (listed if it was not)."""
+        path = str(Path(path).expanduser().resolve())
+        if self.combo.findData(path) < 0:
+            self._browsed.append(path)
+            self.refresh()
+        self.combo.setCurrentIndex(self.combo.findData(path))
+
+    def description(self) -> Any:
+        """The chosen checkpoint's Description when it was read (for its current file), else None."""
+        from .checkpoints import cached_description
+
+        path = self.path()
+        return None if path is None else cached_description(path)
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the registry's checkpoints and the browsed ones, keeping the current choice."""
+        from .checkpoints import registry
+
+        current = self.path()
+        paths = [str(p) for p in registry.paths()]
+        self._browsed = [p for p in self._browsed if p not in paths]
+        paths += self._browsed
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for path in paths:
+            self.combo.addItem(Path(path).name, path)
+            self.combo.setItemData(self.combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        self.combo.addItem(BROWSE, None)
+        self.combo.setCurrentIndex(paths.index(current) if current in paths else 0)
+        self.combo.blockSignals(False)
+        self._on_index_changed()
+
+    def _on_activated(self, index: int) -> None:
+        if self.combo.itemData(index) is not None:
+            return
+        start = str(Path(self._current).parent) if self._current else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, self._title, start, CHECKPOINT_FILTER)
+        if path:
+            self.set_path(path)
+        else:  # back to the previous choice
+            self.combo.setCurrentIndex(max(self.combo.findData(self._current), 0))
+
+    def _on_index_changed(self, *_: Any) -> None:
+        path = self.path()
+        self.combo.setToolTip(path or "")
+        if path != self._current:
+            self._current = path
+            self.changed.emit(path)
+        self._describe(path)
+
+    # ---------------------------------------------------------------------------------- description
+    def _describe(self, path: str | None) -> None:
+        from .checkpoints import cached_description, describe_checkpoint
+
+        if path is None:
+            self._shown = None
+            self.info_label.setText(NO_MODEL)
+            return
+        known = cached_description(path)
+        if known is not None:
+            self._show(known)
+            return
+        self.info_label.setText(READING)
+        if path not in self._pending:
+            self._pending.add(path)
+            worker = create_worker(describe_checkpoint, path, _start_thread=False)
+            worker.returned.connect(self._on_described)
+            worker.start()
+
+    def _on_described(self, description: Any) -> None:
+        from .checkpoints import registry
+
+        try:
+            self._pending.discard(description.path)
+            if description.path == self.path():
+                self._show(description)
+            if description.ok and description.path in self._browsed:
+                registry.add(description.path)  # the other docks list it too
+        except RuntimeError:  # the picker was deleted while the worker read the file
+            pass
+
+    def _show(self, description: Any) -> None:
+        lines = description.text.splitlines() or [""]
+        self.info_label.setText(description.text if description.ok else f"not usable: {lines[0]}")
+        if description != self._shown:
+            self._shown = description
+            self.described.emit(description)

@@ -1,0 +1,167 @@
+"""Propagation options: one frozen value, validated once, and the rules that resolve it.
+
+    options = PropagationOptions(direction="both", max_size=0, device="cpu")   # 0: full size
+    session = open_session("model.pt", frames, options)                        # rgmp_model.session
+
+Working size, one meaning everywhere (``rgmp propagate --max-size``, the Propagate widget's working
+size, the benchmarks, training validation), decided by :func:`resolve_max_size` alone:
+``max_size`` None = the model's recorded working size when it has one, else full size;
+0 = full size; N (>= 32) = the longer side bounded by N px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import torch
+
+from .constants import NETWORK_STRIDE
+from .flow import FLOW_METHODS
+from .inference import OFFICIAL_SCALES
+from .plan import DIRECTIONS
+MODES = ("default", "official")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' own size"
+MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
+MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
+
+
+def _check_max_size(value: Any, name: str = "max_size") -> int | None:
+    """``value`` as an int (or None) when it is a valid bound, else a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, Integral) and not isinstance(value, bool) and (value == FULL_SIZE or value >= MIN_MAX_SIZE):
+        return int(value)
+    raise ValueError(
+        f"{name} must be an integer >= {MIN_MAX_SIZE} (pixels), 0 (full size) or None (the "
+        f"model's working size), got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How a stack is propagated; checked when made (a ValueError says what to change).
+
+    direction: "forward", "backward" or "both" (what ``session.propagate()`` does by default).
+    mode: "default" (objects batched, soft aggregation) or "official" (the authors' run.py).
+    scales: working scales averaged per frame; None = (1.0,), or 0.5, 0.75, 1.0 in official mode
+        (``MULTISCALE``).
+    max_size: bound on the longer side of the working resolution: None = the model's recorded
+        working size when it has one, else full size; 0 = full size; N >= 32 = N px.
+    device: "auto" (cuda, mps, cpu) or a device name. precision: "auto" (bf16/fp16 autocast on
+        CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
+    object_batch: most objects per network call; None = all on a GPU, one at a time on the CPU.
+    flow: None, "tvl1" or "ilk": flow guidance (default mode only).
+    """
+
+    direction: str = "forward"
+    mode: str = "default"
+    scales: tuple[float, ...] | None = None
+    max_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    object_batch: int | None = None
+    flow: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.flow is not None and self.flow not in FLOW_METHODS:
+            raise ValueError(f"flow must be None or one of {FLOW_METHODS}, got {self.flow!r}")
+        if self.flow is not None and self.mode == "official":
+            raise ValueError("flow guidance is not part of the authors' procedure: use mode='default' with flow")
+        object.__setattr__(self, "max_size", _check_max_size(self.max_size))
+        if self.object_batch is not None and (isinstance(self.object_batch, bool) or self.object_batch < 1):
+            raise ValueError(f"object_batch must be >= 1 or None, got {self.object_batch!r}")
+        if self.scales is not None:
+            scales = tuple(float(s) for s in self.scales)
+            if not scales or any(not 0 < s <= 4 for s in scales):
+                raise ValueError(f"scales must be a non-empty list of factors in (0, 4], got {self.scales}")
+            object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "device", str(self.device))
+
+    @classmethod
+    def from_keywords(cls, *, multiscale: bool = False, **options: Any) -> PropagationOptions:
+        """The keyword arguments ``PropagationSession`` took before options existed
+        (``multiscale=True`` means ``scales=MULTISCALE``)."""
+        if multiscale and options.get("scales") is None:
+            options["scales"] = MULTISCALE
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown propagation option(s) {sorted(unknown)}: see PropagationOptions")
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> PropagationOptions:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self, recorded_size: int | None = None) -> PropagationOptions:
+        """These options as a session runs them: ``max_size`` resolved against the model's
+        recorded working size (never None: 0 = full size) and ``scales`` made explicit."""
+        scales = self.scales
+        if scales is None:
+            scales = OFFICIAL_SCALES if self.mode == "official" else (1.0,)
+        return self.replace(max_size=resolve_max_size(self.max_size, recorded_size), scales=scales)
+
+
+def resolve_max_size(max_size: int | None, recorded: int | None = None, fallback: int = FULL_SIZE) -> int:
+    """The one rule for the working size's bound (0 = full size): ``max_size`` when given (0 =
+    full size), else the model's recorded working size, else ``fallback`` (full size unless a
+    caller documents another default)."""
+    given = _check_max_size(max_size)
+    if given is not None:
+        return given
+    if isinstance(recorded, Integral) and not isinstance(recorded, bool) and recorded >= MIN_MAX_SIZE:
+        return int(recorded)
+    return _check_max_size(fallback, "fallback") or FULL_SIZE
+
+
+def working_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """(height, width) scaled down so that the longer side is at most ``max_size`` (None or 0:
+    unchanged)."""
+    factor = 1.0 if not max_size else min(1.0, max_size / max(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu; a named device is checked to exist."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use 'auto' or 'cpu'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here: use 'auto' or 'cpu'")
+    return resolved
+
+
+def autocast_dtype(precision: str, device: torch.device, mode: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda" or mode == "official":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"{precision} autocast is only used on CUDA; on {device.type} use precision='fp32'")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
