@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.baselines import copy_propagation, flow_propagation  # noqa: E402
 from benchmarks.fluorescence_set import FLUORESCENCE_SET, fluorescence_sequences  # noqa: E402
 from rgmp_model.cli import find_sequences  # noqa: E402
-from rgmp_model.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
-from rgmp_model.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
-from rgmp_model.options import PropagationOptions, resolve_max_size  # noqa: E402
-from rgmp_model.stack_io import open_image_stack  # noqa: E402
-from rgmp_model.synthetic_fluorescence import dimmest_ids  # noqa: E402
+from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
+from rgmp_model.eval.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
+from rgmp_model.inference.options import PropagationOptions, resolve_max_size  # noqa: E402
+from rgmp_model.io.stack_io import open_image_stack  # noqa: E402
+from rgmp_model.data.synthetic_fluorescence import dimmest_ids  # noqa: E402
 
 METHODS = ("model", "model+flow", "flow", "copy")
 SAMPLES = ("microscopy", "video")
@@ -117,7 +117,7 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
         return copy_propagation(seq.frames, 0, key, "forward")
     if method == "flow":
         return flow_propagation(seq.frames, 0, key, "forward", max_size, flow_method)
-    from rgmp_model.session import open_session
+    from rgmp_model.inference.session import open_session
 
     options = PropagationOptions(direction="forward", max_size=max_size, device=device,
                                  flow=flow_method if method == "model+flow" else None)
@@ -209,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, working = None, None
     if any(m.startswith("model") for m in methods):
-        from rgmp_model.models import bundled_checkpoint
-        from rgmp_model.session import load_model
+        from rgmp_model.nn.models import bundled_checkpoint
+        from rgmp_model.inference.session import load_model
 
         model = args.checkpoint or bundled_checkpoint()  # sessions open it from the model cache
         if model is None:

@@ -23,11 +23,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
-from rgmp_model.frames import FrameStack
-from rgmp_model.inference import resize_bilinear, winner_confidence
-from rgmp_model.labels import ObjectIds, validate_label_frame
-from rgmp_model.options import working_size
+from rgmp_model.inference.flow import FLOW_METHODS, dense_flow, grey, warp_along_flow
+from rgmp_model.inference.frames import FrameStack
+from rgmp_model.inference.propagators import resize_bilinear, winner_confidence
+from rgmp_model.inference.labels import ObjectIds, validate_label_frame
+from rgmp_model.inference.options import working_size
 
 FrameResult = tuple[int, np.ndarray, dict[int, float]]
 BASELINES = ("copy", "flow")
@@ -97,8 +97,8 @@ def run_baseline(name: str, frames: Any, keyframe: int, labels: Any, direction: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rgmp_model.label_io import LabelStackWriter, frame_names, open_label_stack
-    from rgmp_model.stack_io import open_image_stack
+    from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack
+    from rgmp_model.io.stack_io import open_image_stack
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", choices=BASELINES)

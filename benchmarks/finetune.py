@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.accuracy import FALLBACK_MAX_SIZE, EvalSequence, benchmark_max_size, load_sequences, propagation  # noqa: E402
-from rgmp_model.metrics import SequenceScores, evaluate_sequence  # noqa: E402
+from rgmp_model.eval.metrics import SequenceScores, evaluate_sequence  # noqa: E402
 
 
 def first_frame_labels(seq: EvalSequence) -> np.ndarray:
@@ -62,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="folder for the fine-tuned checkpoints")
     args = parser.parse_args(argv)
 
-    from rgmp_model.checkpoint import read_checkpoint_info
-    from rgmp_model.models import bundled_checkpoint
+    from rgmp_model.nn.checkpoint import read_checkpoint_info
+    from rgmp_model.nn.models import bundled_checkpoint
     from training.finetune import finetune_config, finetune_on_stack
 
     base = args.checkpoint or bundled_checkpoint()

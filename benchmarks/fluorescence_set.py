@@ -1,6 +1,6 @@
 """A fixed validation set of realistic fluorescence nuclei time-lapses (``benchmarks/accuracy.py fluorescence``).
 
-The sequences come from :func:`rgmp_model.synthetic_fluorescence.synthetic_fluorescence` with the
+The sequences come from :func:`rgmp_model.data.synthetic_fluorescence.synthetic_fluorescence` with the
 seeds ``BASE_SEED + k`` (k = position in ``FLUORESCENCE_SET``). Training never draws these on
 purpose: its synthetic sources seed each sequence from ``np.random.default_rng((config.seed + j, i))``
 (``training/data.py``), i.e. random 31-bit generator seeds, not a fixed base + small offsets.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from rgmp_model.synthetic_fluorescence import FluorescenceSequence, synthetic_fluorescence
+from rgmp_model.data.synthetic_fluorescence import FluorescenceSequence, synthetic_fluorescence
 
 __all__ = ["BASE_SEED", "FLUORESCENCE_SET", "FluorescenceCase", "fluorescence_sequences"]
 

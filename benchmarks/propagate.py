@@ -42,7 +42,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _frames_and_labels(num_frames: int, num_objects: int):
-    from rgmp_model.synthetic import synthetic_video
+    from rgmp_model.data.synthetic import synthetic_video
 
     sequence = synthetic_video(num_frames=num_frames, height=HEIGHT, width=WIDTH, num_objects=num_objects, seed=1)
     return sequence.frames, sequence.labels[0]

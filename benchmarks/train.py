@@ -29,7 +29,7 @@ def worker(stage: str, device: str, iterations: int, warmup: int) -> dict:
     import torch
 
     from rgmp_model import build_rgmp, save_checkpoint
-    from rgmp_model.synthetic import synthetic_video
+    from rgmp_model.data.synthetic import synthetic_video
     from training.config import load_config
     from training.data import build_stage
     from training.finetune import AnnotatedFrames, StackPairDataset

@@ -12,7 +12,7 @@ from typing import Any
 
 from psygnal import Signal
 
-from rgmp_model.models import bundled_checkpoint, user_checkpoints
+from rgmp_model.nn.models import bundled_checkpoint, user_checkpoints
 
 
 class CheckpointRegistry:
@@ -84,7 +84,7 @@ def describe_checkpoint(path: str | os.PathLike) -> Description:
         return known
     key = file_key(path)
     try:
-        from rgmp_model.checkpoint import read_checkpoint_info
+        from rgmp_model.nn.checkpoint import read_checkpoint_info
 
         info = read_checkpoint_info(path)
         description = Description(str(path), key, info, info.describe())

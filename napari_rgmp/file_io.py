@@ -4,7 +4,7 @@ Reader (File > Open, drag and drop):
 - a folder of DAVIS palette PNGs (``Annotations/480p/<seq>``) or of other label images -> one
   Labels layer (T, H, W) with the ids of the files; a folder of frames (``JPEGImages/480p/<seq>``,
   PNG or TIFF frames) -> one image stack;
-- a label TIFF (integer ids; see :func:`rgmp_model.label_io.looks_like_label_image`) or a palette
+- a label TIFF (integer ids; see :func:`rgmp_model.io.label_io.looks_like_label_image`) or a palette
   PNG -> a Labels layer. Other TIFFs and PNGs are left to napari's own reader (None is returned).
 Writer (File > Save Selected Layers): a Labels layer to a label TIFF stack (``.tif``), or to DAVIS
 palette PNGs (``.png``: one file for a 2-D layer, a folder named like the file, with
@@ -38,8 +38,8 @@ def _is_palette_png(path: Path) -> bool:
 
 def _is_label_file(path: Path) -> bool:
     """Palette PNG, or an integer grey image that looks like labels (see looks_like_label_image)."""
-    from rgmp_model.label_io import looks_like_label_image, open_label_stack
-    from rgmp_model.stack_io import read_image
+    from rgmp_model.io.label_io import looks_like_label_image, open_label_stack
+    from rgmp_model.io.stack_io import read_image
 
     if _is_palette_png(path):
         return True
@@ -75,14 +75,14 @@ def _name(path: Path) -> str:
 
 
 def _read_label_folder(path: Any) -> list[LayerData]:
-    from rgmp_model.label_io import open_label_stack
+    from rgmp_model.io.label_io import open_label_stack
 
     p = Path(path)
     return [(np.asarray(open_label_stack(p)), {"name": f"{_name(p)} labels"}, "labels")]
 
 
 def _read_label_file(path: Any) -> list[LayerData]:
-    from rgmp_model.label_io import open_label_stack
+    from rgmp_model.io.label_io import open_label_stack
 
     p = Path(path)
     data = np.asarray(open_label_stack(p))
@@ -90,7 +90,7 @@ def _read_label_file(path: Any) -> list[LayerData]:
 
 
 def _read_frame_folder(path: Any) -> list[LayerData]:
-    from rgmp_model.stack_io import open_image_stack
+    from rgmp_model.io.stack_io import open_image_stack
 
     p = Path(path)
     data = np.asarray(open_image_stack(p))
@@ -115,7 +115,7 @@ def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer: a 2-D Labels layer -> one DAVIS palette PNG; a (T, H, W) layer -> a folder
     named like ``path`` without ``.png`` holding ``00000.png``, ``00001.png``, ... (ids 0..255)."""
-    from rgmp_model.label_io import LabelStackWriter, write_palette_png
+    from rgmp_model.io.label_io import LabelStackWriter, write_palette_png
 
     array = np.asarray(data)
     if array.ndim == 2:

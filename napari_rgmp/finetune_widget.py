@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from rgmp_model.labels import labelled_frames
+from rgmp_model.inference.labels import labelled_frames
 
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices

@@ -8,8 +8,8 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from rgmp_model.options import PropagationOptions
-from rgmp_model.session import open_session
+from rgmp_model.inference.options import PropagationOptions
+from rgmp_model.inference.session import open_session
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from rgmp_model.labels import labelled_frames
-from rgmp_model.options import MULTISCALE, PropagationOptions
+from rgmp_model.inference.labels import labelled_frames
+from rgmp_model.inference.options import MULTISCALE, PropagationOptions
 
 from . import layers as layer_tools
 from .checkpoint_picker import CheckpointPicker

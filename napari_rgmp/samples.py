@@ -1,6 +1,6 @@
 """Sample data of the napari plugin: generated stacks with only the first frame labelled.
 
-Each sample is a deterministic :class:`~rgmp_model.synthetic.SyntheticSequence` (fixed
+Each sample is a deterministic :class:`~rgmp_model.data.synthetic.SyntheticSequence` (fixed
 parameters and seed, generated in well under a second) opened as an Image layer plus a Labels
 layer that holds the ground truth of frame 0 only, i.e. the starting point of a propagation.
 The full sequences, with the labels of every frame, are public so that tests and scripts can
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from rgmp_model.synthetic import SyntheticSequence
+    from rgmp_model.data.synthetic import SyntheticSequence
 
 __all__ = [
     "MICROSCOPY_PARAMS",
@@ -44,7 +44,7 @@ MICROSCOPY_CONTRAST_PERCENTILES = (0.5, 99.8)
 def sample_video_sequence() -> SyntheticSequence:
     """The full sequence behind the "Synthetic video clip" sample: frames (T, H, W, 3) uint8 and
     ground-truth labels (T, H, W) uint16 of every frame (a new copy on every call)."""
-    from rgmp_model.synthetic import synthetic_video
+    from rgmp_model.data.synthetic import synthetic_video
 
     return synthetic_video(**VIDEO_PARAMS)
 
@@ -52,7 +52,7 @@ def sample_video_sequence() -> SyntheticSequence:
 def sample_microscopy_sequence() -> SyntheticSequence:
     """The full sequence behind the "Synthetic microscopy time-lapse" sample: frames (T, H, W)
     uint16 and ground-truth labels (T, H, W) uint16 of every frame (a new copy on every call)."""
-    from rgmp_model.synthetic_microscopy import synthetic_microscopy
+    from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 
     return synthetic_microscopy(**MICROSCOPY_PARAMS)
 

@@ -1,28 +1,31 @@
 """rgmp_model: the RGMP network (Oh et al., CVPR 2018), checkpoints and the propagation engine.
 
-The names below are imported on first use, so that modules which need no torch (synthetic data,
-metrics, file I/O) import quickly on their own.
+Sub-packages (see docs/architecture.md): ``nn`` (network, encoders, checkpoints, bundled models),
+``inference`` (options, session factory, engine, propagators, region mode, flow), ``io`` (image
+and label stacks, zarr, Cell Tracking Challenge export), ``data`` (synthetic sequences), ``eval``
+(J & F metrics); ``cli`` is the ``rgmp`` command. The names below are imported on first use, so
+that modules which need no torch (synthetic data, metrics, file I/O) import quickly on their own.
 """
 
 from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "BACKBONES": "network",
-    "ModelConfig": "network",
-    "RGMP": "network",
-    "build_rgmp": "network",
-    "CheckpointInfo": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "read_checkpoint_info": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "PropagationSession": "engine",
-    "propagate": "engine",
-    "PropagationOptions": "options",
-    "resolve_device": "options",
-    "resolve_max_size": "options",
-    "load_model": "session",
-    "open_session": "session",
+    "BACKBONES": "nn.network",
+    "ModelConfig": "nn.network",
+    "RGMP": "nn.network",
+    "build_rgmp": "nn.network",
+    "CheckpointInfo": "nn.checkpoint",
+    "load_checkpoint": "nn.checkpoint",
+    "read_checkpoint_info": "nn.checkpoint",
+    "save_checkpoint": "nn.checkpoint",
+    "PropagationSession": "inference.engine",
+    "propagate": "inference.engine",
+    "PropagationOptions": "inference.options",
+    "resolve_device": "inference.options",
+    "resolve_max_size": "inference.options",
+    "load_model": "inference.session",
+    "open_session": "inference.session",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from rgmp_model import __version__
 
 _EPILOG = """examples:
   rgmp propagate JPEGImages/480p/blackswan --labels Annotations/480p/blackswan/00000.png \\
@@ -77,7 +77,7 @@ def _add_propagate(commands: argparse._SubParsersAction) -> None:
 
 
 def _default_checkpoint() -> Path:
-    from .models import bundled_checkpoint
+    from rgmp_model.nn.models import bundled_checkpoint
 
     bundled = bundled_checkpoint()
     if bundled is not None:
@@ -91,10 +91,10 @@ def _default_checkpoint() -> Path:
 def _run_propagate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .label_io import LabelStackWriter, frame_names, open_label_stack
-    from .options import MULTISCALE, PropagationOptions
-    from .session import open_session
-    from .stack_io import open_image_stack
+    from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack
+    from rgmp_model.inference.options import MULTISCALE, PropagationOptions
+    from rgmp_model.inference.session import open_session
+    from rgmp_model.io.stack_io import open_image_stack
 
     images = open_image_stack(args.images)
     labels = open_label_stack(args.labels)
@@ -154,7 +154,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def find_sequences(path: Path, resolution: str = "480p") -> dict[str, Path]:
     """Sequence name -> label stack path (TIFF file or folder of label images)."""
-    from .stack_io import IMAGE_SUFFIXES, TIFF_SUFFIXES
+    from rgmp_model.io.stack_io import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -178,8 +178,8 @@ def find_sequences(path: Path, resolution: str = "480p") -> dict[str, Path]:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .label_io import open_label_stack
-    from .metrics import evaluate_sequence, format_table, write_csv
+    from rgmp_model.io.label_io import open_label_stack
+    from rgmp_model.eval.metrics import evaluate_sequence, format_table, write_csv
 
     gt = find_sequences(args.gt, args.resolution)
     pred = find_sequences(args.pred, args.resolution)
@@ -230,7 +230,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .models import MODELS_DIR_VARIABLE, add_user_model, list_models, user_models_dir
+    from rgmp_model.nn.models import MODELS_DIR_VARIABLE, add_user_model, list_models, user_models_dir
 
     if args.add is not None:
         target = add_user_model(args.add, args.name, args.overwrite)

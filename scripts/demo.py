@@ -27,7 +27,7 @@ NO_MODEL = ("this napari-rgmp has no bundled default model (rgmp_model/weights/d
 
 
 def _checkpoint(given: str | None) -> Path:
-    from rgmp_model.models import bundled_checkpoint
+    from rgmp_model.nn.models import bundled_checkpoint
 
     path = Path(given) if given else bundled_checkpoint()
     if path is None:
@@ -40,7 +40,7 @@ def _checkpoint(given: str | None) -> Path:
 def headless(checkpoint: Path, device: str) -> int:
     """Propagate both samples with the `rgmp` command line and score them; returns the exit status."""
     from napari_rgmp.samples import sample_microscopy_sequence, sample_video_sequence
-    from rgmp_model.synthetic_io import save_tiff
+    from rgmp_model.data.synthetic_io import save_tiff
 
     rgmp = [sys.executable, "-m", "rgmp_model.cli"]
     with tempfile.TemporaryDirectory(prefix="rgmp-demo-") as work:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.accuracy import davis_sequences, run_method, sample_sequences  # noqa: E402
 from rgmp_model import load_checkpoint, save_checkpoint  # noqa: E402
-from rgmp_model.metrics import summarize  # noqa: E402
-from rgmp_model.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  # noqa: E402
+from rgmp_model.eval.metrics import summarize  # noqa: E402
+from rgmp_model.nn.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  # noqa: E402
 
 # The scale the recipe trains at: 224 px crops whose short side shows 360p DAVIS frames at about
 # 224-400 px, i.e. 16:9 video seen at about 384x216.

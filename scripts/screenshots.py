@@ -54,7 +54,7 @@ def main() -> None:
 
     from napari_rgmp.samples import sample_video_sequence
     from rgmp_model import build_rgmp, save_checkpoint
-    from rgmp_model.models import bundled_checkpoint
+    from rgmp_model.nn.models import bundled_checkpoint
 
     torch.manual_seed(0)
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgmp_model.encoders import EncoderFeatures
-from rgmp_model.network import RGMP, DecoderOutput
+from rgmp_model.nn.encoders import EncoderFeatures
+from rgmp_model.nn.network import RGMP, DecoderOutput
 
 
 class LocalRuleModel(nn.Module):

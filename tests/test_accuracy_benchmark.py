@@ -9,8 +9,8 @@ import torch
 
 from benchmarks import accuracy
 from rgmp_model import build_rgmp, save_checkpoint
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import torch
 
 from rgmp_model import build_rgmp, save_checkpoint
 from rgmp_model.cli import main
-from rgmp_model.label_io import open_label_stack
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout, save_tiff
-from rgmp_model.synthetic_microscopy import synthetic_microscopy
+from rgmp_model.io.label_io import open_label_stack
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout, save_tiff
+from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rgmp_model.ctc_export import CTCWriter, Track, read_ctc, write_ctc
+from rgmp_model.io.ctc_export import CTCWriter, Track, read_ctc, write_ctc
 
 
 def assert_valid_ctc(stack: np.ndarray, tracks: list[Track]) -> None:

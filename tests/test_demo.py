@@ -33,7 +33,7 @@ def test_headless_demo_propagates_both_samples_and_prints_scores(tiny_checkpoint
 
 
 def test_demo_without_a_model_says_how_to_get_one(monkeypatch):
-    from rgmp_model import models
+    from rgmp_model.nn import models
 
     monkeypatch.setattr(models, "bundled_checkpoint", lambda: None)
     with pytest.raises(SystemExit, match="train_default.sh"):

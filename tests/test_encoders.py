@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from rgmp_model import BACKBONES, ModelConfig, build_rgmp, load_checkpoint, save_checkpoint
-from rgmp_model.efficientnet_lite import (
+from rgmp_model.nn.efficientnet_lite import (
     LITE_VARIANTS, EfficientNetLiteClassifier, EfficientNetLiteEncoder, imagenet_to_encoder_state_dict,
     imagenet_weights_path, load_imagenet_state_dict,
 )
-from rgmp_model.encoders import ENCODERS, build_encoder
+from rgmp_model.nn.encoders import ENCODERS, build_encoder
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))
@@ -66,7 +66,7 @@ def test_decoder_is_sized_from_the_encoder_and_checkpoints_record_it(tmp_path, n
 def test_old_resnet_checkpoint_layout_still_loads(tmp_path) -> None:
     """A checkpoint written by napari-rgmp 0.1 (before the encoder seam): format version 1, config
     with ``backbone`` and ``decoder_channels``, the ResNet encoder's key names."""
-    from rgmp_model.checkpoint import state_dict_sha256
+    from rgmp_model.nn.checkpoint import state_dict_sha256
 
     torch.manual_seed(2)
     model = build_rgmp("resnet18", 16)

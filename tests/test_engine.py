@@ -10,8 +10,8 @@ import torch
 
 from authors_reference import infer_mo, pad_like_dataset, randomize_
 from rgmp_model import PropagationSession, build_rgmp, propagate
-from rgmp_model.engine import plan_stretches
-from rgmp_model.inference import soft_aggregate
+from rgmp_model.inference.engine import plan_stretches
+from rgmp_model.inference.propagators import soft_aggregate
 
 H, W = 40, 56
 

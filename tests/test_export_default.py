@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
-from rgmp_model.models import verify_model
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout
+from rgmp_model.nn.models import verify_model
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from napari_rgmp.file_io import get_reader
-from rgmp_model.label_io import looks_like_label_image, write_palette_png
+from rgmp_model.io.label_io import looks_like_label_image, write_palette_png
 
 PLUGIN = "napari-rgmp"
 

@@ -10,8 +10,8 @@ import torch
 from benchmarks import finetune
 from benchmarks.accuracy import EvalSequence
 from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout
 
 
 def test_only_frame_0_is_given_to_fine_tuning() -> None:

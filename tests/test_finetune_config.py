@@ -21,8 +21,8 @@ import yaml
 
 import training.trainer
 from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
-from rgmp_model.checkpoint import state_dict_sha256
-from rgmp_model.synthetic import synthetic_video
+from rgmp_model.nn.checkpoint import state_dict_sha256
+from rgmp_model.data.synthetic import synthetic_video
 from training.finetune import FINETUNE_YAML, NOT_FOR_FINETUNING, finetune_config, finetune_on_stack
 
 FAST = ["device=cpu", "data.crop_size=[64, 64]", "data.batch_size=2", "optim.iterations=2"]
@@ -177,8 +177,8 @@ def test_the_base_checkpoint_is_read_once(stack, tmp_path) -> None:
 
 
 def test_the_cli_runs_finetune_yaml_with_overrides(stack, tmp_path, capsys) -> None:
-    from rgmp_model.synthetic import SyntheticSequence
-    from rgmp_model.synthetic_io import save_tiff
+    from rgmp_model.data.synthetic import SyntheticSequence
+    from rgmp_model.data.synthetic_io import save_tiff
     from training.cli import main as train_main
 
     save_tiff(SyntheticSequence("s", stack.frames, stack.labels), tmp_path / "stack.tif", tmp_path / "labels.tif")

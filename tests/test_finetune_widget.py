@@ -21,7 +21,7 @@ WAIT_MS = 180_000  # a few seconds per run on a free CPU; generous for busy CI m
 @pytest.fixture(scope="module")
 def video() -> tuple[np.ndarray, np.ndarray]:
     """6 RGB frames of 64 x 80 with labels on frames 0 and 3 only."""
-    from rgmp_model.synthetic import synthetic_video
+    from rgmp_model.data.synthetic import synthetic_video
 
     sequence = synthetic_video(6, 64, 80, num_objects=2, seed=0)
     labels = np.zeros_like(sequence.labels)

@@ -9,9 +9,9 @@ from scipy import ndimage
 
 from benchmarks.baselines import copy_propagation, flow_propagation, main as baselines_main
 from rgmp_model import PropagationSession, build_rgmp
-from rgmp_model.flow import dense_flow, grey, warp_along_flow
-from rgmp_model.label_io import open_label_stack, write_palette_png
-from rgmp_model.metrics import evaluate_sequence
+from rgmp_model.inference.flow import dense_flow, grey, warp_along_flow
+from rgmp_model.io.label_io import open_label_stack, write_palette_png
+from rgmp_model.eval.metrics import evaluate_sequence
 
 H, W, STEP = 64, 80, 2
 

@@ -1,11 +1,11 @@
-"""Label helpers of rgmp_model.labels."""
+"""Label helpers of rgmp_model.inference.labels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rgmp_model.labels import labelled_frames
+from rgmp_model.inference.labels import labelled_frames
 
 
 class _CountingStack:
@@ -47,7 +47,7 @@ def test_labelled_frames_works_on_dask_arrays() -> None:
 
 def test_rgmp_stride_is_the_padding_multiple() -> None:
     from rgmp_model.constants import NETWORK_STRIDE
-    from rgmp_model.inference import PAD_MULTIPLE
-    from rgmp_model.network import RGMP
+    from rgmp_model.inference.propagators import PAD_MULTIPLE
+    from rgmp_model.nn.network import RGMP
 
     assert RGMP.stride == NETWORK_STRIDE == PAD_MULTIPLE == 32

@@ -9,7 +9,7 @@ import pytest
 from scipy.ndimage import binary_dilation
 from skimage.morphology import disk
 
-from rgmp_model.metrics import (
+from rgmp_model.eval.metrics import (
     ObjectScores,
     OverallScores,
     SequenceScores,
@@ -181,7 +181,7 @@ def test_boundary_f_small_object_large_tolerance():
 
 def test_disk_dilation_helper_matches_scipy_on_small_arrays():
     # The row-wise dilation clips shifts at the array edges; radii larger than the array included.
-    from rgmp_model.metrics import _dilate_disk
+    from rgmp_model.eval.metrics import _dilate_disk
 
     rng = np.random.default_rng(2)
     for shape in [(1, 1), (1, 7), (6, 1), (5, 3), (9, 12)]:

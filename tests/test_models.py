@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from rgmp_model import build_rgmp, save_checkpoint
-from rgmp_model import models as models_module
+from rgmp_model.nn import models as models_module
 from rgmp_model.cli import main as rgmp
-from rgmp_model.models import (
+from rgmp_model.nn.models import (
     add_user_model,
     file_sha256,
     list_models,

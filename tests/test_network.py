@@ -8,7 +8,7 @@ import torchvision
 
 from authors_reference import AuthorsRGMP, authors_state_dict, randomize_
 from rgmp_model import BACKBONES, ModelConfig, build_rgmp, load_checkpoint
-from rgmp_model.network import upsample_bilinear
+from rgmp_model.nn.network import upsample_bilinear
 
 
 # Per encoder: its mask convolution and a weight of its deepest block (both must get gradients).

@@ -283,7 +283,7 @@ def test_widgets_load_inside_a_running_viewer_without_crashing() -> None:
 
 
 def test_torch_free_modules_stay_torch_free() -> None:
-    code = ("import sys, rgmp_model.synthetic, rgmp_model.metrics, rgmp_model.label_io, napari_rgmp.samples\n"
+    code = ("import sys, rgmp_model.data.synthetic, rgmp_model.eval.metrics, rgmp_model.io.label_io, napari_rgmp.samples\n"
             "napari_rgmp.samples.synthetic_video_sample()\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ from napari_rgmp import propagate_job as module
 from napari_rgmp.checkpoints import registry
 from napari_rgmp.propagate_widget import PropagateWidget
 from rgmp_model import PropagationOptions, PropagationSession, build_rgmp, load_checkpoint, open_session, save_checkpoint
-from rgmp_model.synthetic import synthetic_video
+from rgmp_model.data.synthetic import synthetic_video
 
 H, W = 64, 80
 

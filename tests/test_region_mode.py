@@ -1,4 +1,4 @@
-"""Region mode (rgmp_model.region): per-object crops, vanishing objects, divisions, the auto rule."""
+"""Region mode (rgmp_model.inference.region): per-object crops, vanishing objects, divisions, the auto rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from local_rule_model import LocalRuleModel
-from rgmp_model.region import RegionOptions, RegionTracker, choose_region_mode
+from rgmp_model.inference.region import RegionOptions, RegionTracker, choose_region_mode
 
 
 def disc(shape, centre, radius):

@@ -14,12 +14,12 @@ import torch
 from benchmarks import accuracy
 from napari_rgmp import propagate_job
 from rgmp_model import PropagationOptions, PropagationSession, build_rgmp, open_session, resolve_max_size, save_checkpoint
-from rgmp_model import session as session_module
+from rgmp_model.inference import session as session_module
 from rgmp_model.cli import main as rgmp
-from rgmp_model.label_io import open_label_stack
-from rgmp_model.stack_io import open_image_stack
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout
+from rgmp_model.io.label_io import open_label_stack
+from rgmp_model.io.stack_io import open_image_stack
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout
 from training import validation as validation_module
 from training.validation import validate
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_tiff
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_tiff
 from training.config import SourceSpec, config_from_dict
 from training.data import build_stage
 from training.sources import SOURCE_KINDS, SourceKind, still_source, video_source

@@ -1,4 +1,4 @@
-"""Tests for rgmp_model.stack_io / rgmp_model.label_io: lazy stacks, label images, label outputs."""
+"""Tests for rgmp_model.io.stack_io / rgmp_model.io.label_io: lazy stacks, label images, label outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from rgmp_model.label_io import (
+from rgmp_model.io.label_io import (
     LabelStackWriter,
     davis_palette,
     frame_names,
@@ -19,7 +19,7 @@ from rgmp_model.label_io import (
     read_label_image,
     write_palette_png,
 )
-from rgmp_model.stack_io import (
+from rgmp_model.io.stack_io import (
     FrameFolder,
     TiffFrames,
     natural_sort_key,

@@ -11,8 +11,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from rgmp_model.frames import FrameStack
-from rgmp_model.label_io import davis_palette
+from rgmp_model.inference.frames import FrameStack
+from rgmp_model.io.label_io import davis_palette
 from training.augment import (
     color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
 )

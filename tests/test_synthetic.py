@@ -1,4 +1,4 @@
-"""Tests for the synthetic sequences (rgmp_model.synthetic / rgmp_model.synthetic_microscopy)."""
+"""Tests for the synthetic sequences (rgmp_model.data.synthetic / rgmp_model.data.synthetic_microscopy)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from rgmp_model.synthetic import SyntheticSequence, synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout, save_tiff
-from rgmp_model.synthetic_microscopy import synthetic_microscopy
+from rgmp_model.data.synthetic import SyntheticSequence, synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout, save_tiff
+from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 
 SEEDS = [0, 1, 2, 3, 4]
 

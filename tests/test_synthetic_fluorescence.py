@@ -1,4 +1,4 @@
-"""Realistic synthetic fluorescence nuclei (rgmp_model.synthetic_fluorescence), the training
+"""Realistic synthetic fluorescence nuclei (rgmp_model.data.synthetic_fluorescence), the training
 sources' "fluorescence" flavour and the fluorescence set of benchmarks/accuracy.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from rgmp_model.synthetic_fluorescence import (
+from rgmp_model.data.synthetic_fluorescence import (
     FluorescenceSequence, dimmest_ids, fluorescence_cell_range, object_brightness, random_fluorescence,
     synthetic_fluorescence,
 )

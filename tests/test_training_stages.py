@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from rgmp_model import PropagationSession, build_rgmp, load_checkpoint, save_checkpoint
-from rgmp_model.metrics import jaccard
-from rgmp_model.synthetic import synthetic_video
+from rgmp_model.eval.metrics import jaccard
+from rgmp_model.data.synthetic import synthetic_video
 from training.cli import main as train_main
 from training.config import config_from_dict
 from training.data import build_stage

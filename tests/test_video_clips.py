@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rgmp_model.label_io import write_palette_png
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_io import save_davis_layout, save_tiff
-from rgmp_model.synthetic_microscopy import synthetic_microscopy
+from rgmp_model.io.label_io import write_palette_png
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_io import save_davis_layout, save_tiff
+from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 from training.video_clips import VideoClipDataset
 from training.video_sources import (
     DavisSource,

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 from torch.utils.data import Dataset
 
-from rgmp_model.network import RGMP
+from rgmp_model.nn.network import RGMP
 
 from .config import SourceSpec, TrainConfig
 from .objectives import ClipObjective, PairObjective

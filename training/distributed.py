@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from rgmp_model.engine import resolve_device
+from rgmp_model.inference.engine import resolve_device
 
 
 @dataclass(frozen=True)

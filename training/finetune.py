@@ -21,11 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.checkpoint import load_checkpoint
+from rgmp_model.nn.checkpoint import load_checkpoint
 from rgmp_model.constants import NETWORK_STRIDE
-from rgmp_model.label_io import open_label_stack
-from rgmp_model.labels import labelled_frames, validate_label_frame
-from rgmp_model.stack_io import open_image_stack
+from rgmp_model.io.label_io import open_label_stack
+from rgmp_model.inference.labels import labelled_frames, validate_label_frame
+from rgmp_model.io.stack_io import open_image_stack
 
 from .augment import color_jitter, crop_transform, deform_previous_mask
 from .config import CONFIG_DIR, TrainConfig, load_config

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rgmp_model.inference import soft_aggregate
-from rgmp_model.network import RGMP, DecoderOutput
+from rgmp_model.inference.propagators import soft_aggregate
+from rgmp_model.nn.network import RGMP, DecoderOutput
 
 _EPS = 1e-7
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rgmp_model.frames import FrameStack
-from rgmp_model.label_io import read_label_image
-from rgmp_model.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, read_image
+from rgmp_model.inference.frames import FrameStack
+from rgmp_model.io.label_io import read_label_image
+from rgmp_model.io.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, read_image
 
 from .video_sources import VideoSequence, VideoSource, _lru
 

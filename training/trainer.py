@@ -30,10 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from rgmp_model.checkpoint import (
+from rgmp_model.nn.checkpoint import (
     atomic_save, load_checkpoint, read_checkpoint_info, save_checkpoint, state_dict_sha256,
 )
-from rgmp_model.network import RGMP, build_rgmp
+from rgmp_model.nn.network import RGMP, build_rgmp
 
 from .config import TrainConfig, save_config
 from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime

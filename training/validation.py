@@ -9,10 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.metrics import OverallScores, SequenceScores, evaluate_sequence, summarize
-from rgmp_model.network import RGMP
-from rgmp_model.options import PropagationOptions
-from rgmp_model.session import open_session
+from rgmp_model.eval.metrics import OverallScores, SequenceScores, evaluate_sequence, summarize
+from rgmp_model.nn.network import RGMP
+from rgmp_model.inference.options import PropagationOptions
+from rgmp_model.inference.session import open_session
 
 
 class FramesView:

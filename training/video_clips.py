@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from rgmp_model.frames import FrameStack
+from rgmp_model.inference.frames import FrameStack
 
 from .video_sources import VideoSequence, VideoSource, _lru
 

@@ -1,6 +1,6 @@
 """Annotated videos for stage-2 training and validation: sources that list their sequences
 cheaply and open one on demand as a :class:`VideoSequence` of lazy frame / label stacks
-(:func:`rgmp_model.stack_io.open_image_stack` & co.): :class:`DavisSource`,
+(:func:`rgmp_model.io.stack_io.open_image_stack` & co.): :class:`DavisSource`,
 :class:`YouTubeVOSSource`, :class:`TiffVideoSource`, :class:`SyntheticVideoSource` and
 :class:`StackVideoSource` (one stack in memory). Stage 1 reads their annotated frames as stills
 (:class:`training.still_sources.VideoStills`). Torch-free.
@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rgmp_model.label_io import open_label_stack, read_label_image
-from rgmp_model.labels import labelled_frames
-from rgmp_model.stack_io import FrameFolder, PathLike, LazyFrames, natural_sort_key, open_image_stack
-from rgmp_model.synthetic import synthetic_video
-from rgmp_model.synthetic_fluorescence import fluorescence_cell_range, random_fluorescence
-from rgmp_model.synthetic_microscopy import synthetic_microscopy
+from rgmp_model.io.label_io import open_label_stack, read_label_image
+from rgmp_model.inference.labels import labelled_frames
+from rgmp_model.io.stack_io import FrameFolder, PathLike, LazyFrames, natural_sort_key, open_image_stack
+from rgmp_model.data.synthetic import synthetic_video
+from rgmp_model.data.synthetic_fluorescence import fluorescence_cell_range, random_fluorescence
+from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 
 __all__ = [
     "VideoSequence", "VideoSource", "DavisSource", "YouTubeVOSSource", "TiffVideoSource",
@@ -257,12 +257,12 @@ class TiffVideoSource(_CachedSource):
 
 
 class SyntheticVideoSource(_CachedSource):
-    """``count`` generated sequences (:func:`~rgmp_model.synthetic.synthetic_video` for ``flavour="video"``,
-    :func:`~rgmp_model.synthetic_microscopy.synthetic_microscopy` for ``"microscopy"``,
-    :func:`~rgmp_model.synthetic_fluorescence.random_fluorescence` for ``"fluorescence"``: GFP-like
+    """``count`` generated sequences (:func:`~rgmp_model.data.synthetic.synthetic_video` for ``flavour="video"``,
+    :func:`~rgmp_model.data.synthetic_microscopy.synthetic_microscopy` for ``"microscopy"``,
+    :func:`~rgmp_model.data.synthetic_fluorescence.random_fluorescence` for ``"fluorescence"``: GFP-like
     nuclei, uint8 or uint16), each made from ``(seed, i)`` on demand (0.1-0.3 s each; the last
     ``cache_size`` are kept). ``objects``: inclusive range of objects / cells / nuclei per sequence
-    (default (1, 4) / (3, 10) / :func:`~rgmp_model.synthetic_fluorescence.fluorescence_cell_range`,
+    (default (1, 4) / (3, 10) / :func:`~rgmp_model.data.synthetic_fluorescence.fluorescence_cell_range`,
     sparse to dense, drawn log-uniformly). All frames annotated."""
 
     def __init__(self, flavour: str = "video", count: int = 64, num_frames: int = 24, size: tuple[int, int] = (240, 320),
@@ -298,7 +298,7 @@ class SyntheticVideoSource(_CachedSource):
 class StackVideoSource(_CachedSource):
     """One stack given as arrays (numpy, dask, a lazy stack; e.g. the fine-tuning stack) as a
     one-sequence source: ``frames`` (T,H,W) or (T,H,W,C), ``labels`` (T,H,W). ``annotated``: the
-    frames with ground truth; default :func:`~rgmp_model.labels.labelled_frames` (the labels are
+    frames with ground truth; default :func:`~rgmp_model.inference.labels.labelled_frames` (the labels are
     scanned once, frame by frame, when built)."""
 
     def __init__(self, frames: Any, labels: Any, annotated: Sequence[int] | None = None, name: str = "stack") -> None:

@@ -19,10 +19,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointInfo, load_checkpoint
-from .engine import PropagationSession
-from .network import RGMP
-from .options import PropagationOptions, resolve_device
+from rgmp_model.nn.checkpoint import CheckpointInfo, load_checkpoint
+from rgmp_model.inference.engine import PropagationSession
+from rgmp_model.nn.network import RGMP
+from rgmp_model.inference.options import PropagationOptions, resolve_device
 
 MODEL_CACHE_SIZE = 2  # (checkpoint, device) pairs kept in memory
 _models: OrderedDict[tuple[str, int, int, str], tuple[RGMP, CheckpointInfo]] = OrderedDict()

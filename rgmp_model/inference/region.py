@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from .network import RGMP
+from rgmp_model.nn.network import RGMP
 
 __all__ = ["RegionOptions", "RegionTracker", "choose_region_mode", "object_boxes"]
 

@@ -1,7 +1,7 @@
 """Label images: reading (palette/grey/RGB PNGs, integer TIFFs) and writing (palette PNGs, TIFF stacks).
 
 Label stacks are ``(T, H, W)`` integer array-likes read lazily like the image stacks of
-:mod:`rgmp_model.stack_io`; :class:`LabelStackWriter` writes results frame by frame.
+:mod:`rgmp_model.io.stack_io`; :class:`LabelStackWriter` writes results frame by frame.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from rgmp_model.stack_io import (
+from rgmp_model.io.stack_io import (
     TIFF_SUFFIXES,
     FrameFolder,
     PathLike,

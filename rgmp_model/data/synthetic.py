@@ -6,10 +6,10 @@ Two flavours, both deterministic for a given ``seed`` and built with numpy / sci
   rounded polygons, each with its own colour texture attached to the object) moving, rotating,
   scaling and deforming over a slowly panning textured background, with occlusions, mild
   illumination changes and pixel noise.
-* :func:`rgmp_model.synthetic_microscopy.synthetic_microscopy` -- fluorescence
+* :func:`rgmp_model.data.synthetic_microscopy.synthetic_microscopy` -- fluorescence
   time-lapse-like uint16 stacks with drifting, wobbling, dividing cells.
 
-Both return a :class:`SyntheticSequence`; :mod:`rgmp_model.synthetic_io` writes one to disk.
+Both return a :class:`SyntheticSequence`; :mod:`rgmp_model.data.synthetic_io` writes one to disk.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CheckpointInfo, read_checkpoint_info
+from rgmp_model.nn.checkpoint import CheckpointInfo, read_checkpoint_info
 
-BUNDLED_DIR = Path(__file__).with_name("weights")
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_NAME = "default.pt"
 MODELS_DIR_VARIABLE = "RGMP_MODELS_DIR"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")

@@ -6,7 +6,7 @@
         out[t] = labels                                 # (H, W), original ids; stop at any frame
 
 (``PropagationSession(model, frames, **keywords)`` still works: the keywords become
-:class:`~rgmp_model.options.PropagationOptions`.) Each non-keyframe is propagated from its nearest
+:class:`~rgmp_model.inference.options.PropagationOptions`.) Each non-keyframe is propagated from its nearest
 keyframe (in the allowed direction); keyframes are yielded unchanged and never overwritten. Only
 one frame and the previous soft masks are held per step; each keyframe's reference features are
 kept until its labels change, so propagating again (after a correction) re-encodes only the
@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .flow import dense_flow, grey, warp_along_flow
-from .frames import FrameStack
-from .inference import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
-from .labels import ObjectIds, validate_label_frame
-from .network import RGMP
-from .options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
-from .plan import Stretch, plan_stretches
+from rgmp_model.inference.flow import dense_flow, grey, warp_along_flow
+from rgmp_model.inference.frames import FrameStack
+from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
+from rgmp_model.inference.labels import ObjectIds, validate_label_frame
+from rgmp_model.nn.network import RGMP
+from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
+from rgmp_model.inference.plan import Stretch, plan_stretches
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointInfo
+    from rgmp_model.nn.checkpoint import CheckpointInfo
 
 __all__ = ["DIRECTIONS", "MODES", "PRECISIONS", "FrameResult", "PropagationSession", "Stretch", "plan_stretches",
            "propagate", "resolve_device", "working_size"]

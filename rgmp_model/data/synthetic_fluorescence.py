@@ -1,6 +1,6 @@
 """Realistic synthetic fluorescence time-lapses of labelled nuclei (e.g. H2B-GFP), with exact labels.
 
-Unlike :func:`rgmp_model.synthetic_microscopy.synthetic_microscopy` (bright textured cells on a
+Unlike :func:`rgmp_model.data.synthetic_microscopy.synthetic_microscopy` (bright textured cells on a
 high background) this mimics real GFP-nuclei stacks: a near-black background, small nuclei of
 very different brightness and a low dynamic range. Image model, in camera counts (ADU), for
 frame ``t`` and pixel ``p``::
@@ -24,7 +24,7 @@ Nuclei: diameters 2-6 % of the reference side (default the shorter frame side; a
 nuclei share a base size, +-20 % each), round-ish star-shaped outlines (up to ~1.3:1) that
 wobble slowly, placed without overlap uniformly or in clusters (``clustering``), so fields are
 sparse or dense by ``num_cells``. Motion, repulsion and divisions are those of
-``synthetic_microscopy`` (:func:`~rgmp_model.synthetic_microscopy.step_cells`) with slow drift:
+``synthetic_microscopy`` (:func:`~rgmp_model.data.synthetic_microscopy.step_cells`) with slow drift:
 a persistent random walk of ~0.1-0.3 % of the reference side per frame. **Both daughters of a
 division keep the parent's id** and ``divisions`` lists ``(frame, id)`` (first frame with the
 daughters apart). ``FluorescenceSequence.brightness`` gives every id's measured mean brightness.
@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from rgmp_model.synthetic import SyntheticSequence, noise_field, smooth_series
-from rgmp_model.synthetic_microscopy import TEX_SPAN, Cell, render_cell, step_cells
+from rgmp_model.data.synthetic import SyntheticSequence, noise_field, smooth_series
+from rgmp_model.data.synthetic_microscopy import TEX_SPAN, Cell, render_cell, step_cells
 
 __all__ = [
     "FluorescenceSequence", "fluorescence_cell_range", "object_brightness", "random_fluorescence",

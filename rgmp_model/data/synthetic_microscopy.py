@@ -1,4 +1,4 @@
-"""Synthetic fluorescence time-lapse stacks with exact cell labels (see :mod:`rgmp_model.synthetic`).
+"""Synthetic fluorescence time-lapse stacks with exact cell labels (see :mod:`rgmp_model.data.synthetic`).
 
 Image model, per frame: expected counts = constant uneven background (~100-300 counts)
 + PSF-blurred cell emission (bright irregular cells of ~1000-4000 counts with a brighter
@@ -13,7 +13,7 @@ id is a lineage, as for a user propagating frame-0 labels); ``SyntheticSequence.
 lists ``(frame, id)`` with ``frame`` the first frame in which the two daughters are separate.
 
 :class:`Cell`, :func:`render_cell`, :func:`step_cells` and ``TEX_SPAN`` are shared with
-:mod:`rgmp_model.synthetic_fluorescence` (same cell dynamics, other textures and image model).
+:mod:`rgmp_model.data.synthetic_fluorescence` (same cell dynamics, other textures and image model).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from rgmp_model.synthetic import SyntheticSequence, bilinear, blob_lut, lut_radius, noise_field, smooth_series
+from rgmp_model.data.synthetic import SyntheticSequence, bilinear, blob_lut, lut_radius, noise_field, smooth_series
 
 __all__ = ["synthetic_microscopy"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .label_io import write_palette_png
-from .synthetic import SyntheticSequence
+from rgmp_model.io.label_io import write_palette_png
+from rgmp_model.data.synthetic import SyntheticSequence
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:

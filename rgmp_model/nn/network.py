@@ -1,7 +1,7 @@
 """The RGMP network (Oh et al., CVPR 2018, "Fast Video Object Segmentation by Reference-Guided
 Mask Propagation").
 
-A Siamese encoder (:mod:`rgmp_model.encoders`: a torchvision ResNet or an EfficientNet-Lite with
+A Siamese encoder (:mod:`rgmp_model.nn.encoders`: a torchvision ResNet or an EfficientNet-Lite with
 frozen BatchNorm; the 1-channel mask enters through its own convolution whose output is added to
 the stem's) encodes the reference (annotated
 frame + its mask) and the target (current frame + previous soft mask). A global convolution block
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .constants import NETWORK_STRIDE
-from .encoders import ENCODERS, EncoderFeatures, build_encoder
+from rgmp_model.constants import NETWORK_STRIDE
+from rgmp_model.nn.encoders import ENCODERS, EncoderFeatures, build_encoder
 
 # Encoder names (the checkpoint's ``backbone``), ResNets first.
 BACKBONES: tuple[str, ...] = tuple(ENCODERS)
@@ -31,7 +31,7 @@ BACKBONES: tuple[str, ...] = tuple(ENCODERS)
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an RGMP network: the encoder (``backbone``, a name of
-    :data:`rgmp_model.encoders.ENCODERS`) and the decoder width.
+    :data:`rgmp_model.nn.encoders.ENCODERS`) and the decoder width.
 
     The published network is ``ModelConfig("resnet50", 256)``.
     """

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .network import RGMP
+from rgmp_model.nn.network import RGMP
 
 PAD_MULTIPLE = RGMP.stride  # the network stride: frames are padded to multiples of it
 OFFICIAL_SCALES = (0.5, 0.75, 1.0)

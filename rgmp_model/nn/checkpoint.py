@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .network import RGMP, ModelConfig
+from rgmp_model.nn.network import RGMP, ModelConfig
 
 CHECKPOINT_FORMAT = "napari-rgmp-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1

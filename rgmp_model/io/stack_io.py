@@ -3,7 +3,7 @@
 Stacks are ``(T, H, W)`` or ``(T, H, W, C)`` array-likes whose frames are read one at a time:
 a folder of single-frame images (DAVIS ``JPEGImages/480p/<seq>``) becomes a :class:`FrameFolder`,
 an uncompressed TIFF a ``numpy.memmap`` and a compressed TIFF a :class:`TiffFrames`.
-Label images and label outputs live in :mod:`rgmp_model.label_io`.
+Label images and label outputs live in :mod:`rgmp_model.io.label_io`.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class _LiteTrunk(nn.Module):
 
 
 class EfficientNetLiteEncoder(_LiteTrunk):
-    """RGMP encoder on an EfficientNet-Lite trunk (see :class:`rgmp_model.encoders.MaskEncoder`)."""
+    """RGMP encoder on an EfficientNet-Lite trunk (see :class:`rgmp_model.nn.encoders.MaskEncoder`)."""
 
     def __init__(self, variant: str = "efficientnet_lite0", imagenet_weights: bool = False) -> None:
         super().__init__(variant, mask_input=True)

@@ -1,7 +1,7 @@
 """Propagation options: one frozen value, validated once, and the rules that resolve it.
 
     options = PropagationOptions(direction="both", max_size=0, device="cpu")   # 0: full size
-    session = open_session("model.pt", frames, options)                        # rgmp_model.session
+    session = open_session("model.pt", frames, options)                        # rgmp_model.inference.session
 
 Working size, one meaning everywhere (``rgmp propagate --max-size``, the Propagate widget's working
 size, the benchmarks, training validation), decided by :func:`resolve_max_size` alone:
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .constants import NETWORK_STRIDE
-from .flow import FLOW_METHODS
-from .inference import OFFICIAL_SCALES
-from .plan import DIRECTIONS
+from rgmp_model.constants import NETWORK_STRIDE
+from rgmp_model.inference.flow import FLOW_METHODS
+from rgmp_model.inference.propagators import OFFICIAL_SCALES
+from rgmp_model.inference.plan import DIRECTIONS
 MODES = ("default", "official")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' own size"

@@ -3,7 +3,7 @@ mask through its own convolution added to the stem's) and returns the stride-32,
 feature maps, whose channel counts size the decoder.
 
 Encoders: torchvision ResNet-18/34/50 (the published RGMP uses ResNet-50; its 7x7 ``conv1_mask``
-is the authors' ``conv1_p``) and EfficientNet-Lite0/Lite2 (:mod:`rgmp_model.efficientnet_lite`).
+is the authors' ``conv1_p``) and EfficientNet-Lite0/Lite2 (:mod:`rgmp_model.nn.efficientnet_lite`).
 A builder never downloads: ImageNet weights come from files already on the machine (the torch
 hub cache for ResNets, an installed package for EfficientNet-Lite).
 """
@@ -19,7 +19,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .efficientnet_lite import LITE_VARIANTS, EfficientNetLiteEncoder, feature_channels
+from rgmp_model.nn.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteEncoder, feature_channels
 
 __all__ = ["ENCODERS", "EncoderFeatures", "EncoderSpec", "MaskEncoder", "ResNetEncoder", "build_encoder"]
 
@@ -81,7 +81,7 @@ def _resnet_imagenet_state_dict(name: str) -> dict[str, Tensor]:
 class ResNetEncoder(nn.Module):
     """torchvision ResNet with frozen BatchNorm; the mask enters through a 7x7 stride-2
     convolution (``conv1_mask``) added to conv1's output. Names match the authors' weights.pth
-    once renamed (see :mod:`rgmp_model.checkpoint`)."""
+    once renamed (see :mod:`rgmp_model.nn.checkpoint`)."""
 
     def __init__(self, backbone: str = "resnet50", imagenet_weights: bool = False) -> None:
         super().__init__()

@@ -1,0 +1,1 @@
+"""Scores: DAVIS J (region similarity) and F (boundary accuracy), per object and sequence. No torch."""
