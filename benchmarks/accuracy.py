@@ -5,6 +5,7 @@ the plugin's synthetic samples or on a fixed set of realistic fluorescence nucle
     python benchmarks/accuracy.py samples                 # synthetic microscopy + synthetic video
     python benchmarks/accuracy.py fluorescence            # sparse-uint8 dense-uint16 large-uint8
     python benchmarks/accuracy.py DATA_ROOT SEQ... --checkpoint weights.pth --methods model
+    python benchmarks/accuracy.py DATA_ROOT SEQ... --compare resnet18-v0.1=runs/models/resnet18-v0.1.pt
 
 Every method propagates forward from frame 0's ground truth (DAVIS semi-supervised protocol) and
 writes palette PNGs like `rgmp propagate` under OUT/<method>/<sequence>/; the outputs are then read
@@ -127,7 +128,9 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
 
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
-               flow_method: str, device: str) -> Run:
+               flow_method: str, device: str, kind: str | None = None) -> Run:
+    """Propagate ``seq`` with ``kind`` (model, model+flow, flow or copy; default ``method``),
+    write the labels under ``out_root/method`` and score the written files."""
     truth0 = np.asarray(seq.truth[0])
     count = len(seq.truth)
     shape = (count, *truth0.shape)
@@ -135,7 +138,7 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     names = frame_names(seq.images, count) if seq.images is not None else None
     seconds = 0.0
     with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
-        results = propagation(method, seq, model, max_size, flow_method, device)
+        results = propagation(kind or method, seq, model, max_size, flow_method, device)
         started = time.perf_counter()
         for t, labels, _ in results:
             seconds += time.perf_counter() - started
@@ -158,18 +161,19 @@ def _dim_cell(values: Sequence[float] | None) -> str:
 def format_runs(runs: list[Run], methods: Sequence[str]) -> str:
     """The results table; a "J dim10" column when some sequence knows its objects' brightness."""
     dim = any(r.dim_j is not None for r in runs)
-    lines = [f"{'method':<11} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6}" + (" J dim10" if dim else "")
+    width = max([11, *(len(m) for m in methods)])
+    lines = [f"{'method':<{width}} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6}" + (" J dim10" if dim else "")
              + f" {'frames/s':>9}"]
     lines.append("-" * len(lines[0]))
     for method in methods:
         mine = [r for r in runs if r.method == method]
         for r in mine:
-            lines.append(f"{method:<11} {r.scores.name:<22} {r.scores.j_mean:6.3f} {r.scores.f_mean:6.3f} "
+            lines.append(f"{method:<{width}} {r.scores.name:<22} {r.scores.j_mean:6.3f} {r.scores.f_mean:6.3f} "
                          f"{r.scores.jf_mean:6.3f}" + (_dim_cell(r.dim_j) if dim else "") + f" {r.fps:9.2f}")
         overall = summarize([r.scores for r in mine])
         fps = sum(r.frames for r in mine) / max(sum(r.seconds for r in mine), 1e-9)
         dim_all = [j for r in mine for j in (r.dim_j or ())]  # over objects, like the other columns
-        lines.append(f"{method:<11} {'mean':<22} {overall.j_mean:6.3f} {overall.f_mean:6.3f} "
+        lines.append(f"{method:<{width}} {'mean':<22} {overall.j_mean:6.3f} {overall.f_mean:6.3f} "
                      f"{overall.jf_mean:6.3f}" + (_dim_cell(dim_all) if dim else "") + f" {fps:9.2f}")
         lines.append("-" * len(lines[0]))
     return "\n".join(lines)
@@ -187,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "model+flow"),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=CHECKPOINT",
+                        help="another model in the same table, as method NAME (repeatable), each at its own "
+                             "working size unless --max-size is given; e.g. resnet18-v0.1=runs/models/resnet18-v0.1.pt")
     parser.add_argument("--max-size", type=int, default=None, metavar="PX",
                         help="working size (longer side) of the model and the flow baseline; 0 = full size "
                              "(default: the model's working_size metadata as `rgmp propagate` uses it, else "
@@ -207,6 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
+    compared: dict[str, Path] = {}
+    for item in args.compare:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or name in METHODS or name in compared:
+            parser.error(f"--compare takes NAME=CHECKPOINT with a new name, got {item!r}")
+        if not Path(path).is_file():
+            parser.error(f"--compare {name}: {path} does not exist")
+        compared[name] = Path(path)
+
     model, working = None, None
     if any(m.startswith("model") for m in methods):
         from rgmp_model.nn.models import bundled_checkpoint
@@ -224,12 +240,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         h, w = np.asarray(seq.truth[0]).shape
         print(f"  {seq.name}: {len(seq.truth)} frames of {w}x{h}, {len(np.unique(np.asarray(seq.truth[0]))) - 1} object(s)")
 
+    # method name -> (propagation kind, model, working size)
+    plans: dict[str, tuple[str, Any, int]] = {m: (m, model, max_size) for m in methods}
+    for name, path in compared.items():
+        from rgmp_model.inference.session import load_model
+
+        info = load_model(path, args.device)[1]
+        plans[name] = ("model", path, benchmark_max_size(args.max_size, info.working_size))
+        print(f"{name}: {path} ({info.describe()}), working size <= {plans[name][2] or 'full'} px")
+    methods = [m for m in methods if m.startswith("model")] + list(compared) + [m for m in methods
+                                                                               if not m.startswith("model")]
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         out_root = args.out or Path(scratch)
         for seq in sequences:
             for method in methods:
-                run = run_method(method, seq, model, out_root, max_size, args.flow_method, args.device)
+                kind, method_model, method_size = plans[method]
+                run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
+                                 kind=kind)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
                 print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}  {run.fps:.2f} frames/s",
                       flush=True)
@@ -237,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_runs(runs, methods))
     baselines = [m for m in ("flow", "copy") if m in methods]
-    for learned in (m for m in methods if m.startswith("model")):
+    for learned in (m for m in methods if m.startswith("model") or m in compared):
         if baselines:
             best = max(baselines, key=lambda m: mean_jf(runs, m))
             print(f"{learned} - better baseline ({best}): {mean_jf(runs, learned) - mean_jf(runs, best):+.3f} J&F")

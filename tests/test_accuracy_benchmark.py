@@ -54,3 +54,20 @@ def test_baselines_alone_need_no_model(davis, capsys):
     out = capsys.readouterr().out
     assert "working size <= 480 px" in out and "model:" not in out
     assert len(table_rows(out, "copy")) == 2
+
+
+def test_other_models_join_the_same_table_at_their_own_working_size(tmp_path, davis, capsys):
+    new, old = checkpoint(tmp_path, 32), checkpoint(tmp_path / "", 48)
+    old = old.rename(tmp_path / "old-model.pt")
+    argv = [str(davis), "tiny", "--methods", "model,flow,copy", "--checkpoint", str(new),
+            "--compare", f"resnet18-v0.1={old}"]
+    assert accuracy.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "resnet18-v0.1: " in out and "working size <= 48 px" in out.split("resnet18-v0.1: ")[1].splitlines()[0]
+    for method in ("model", "resnet18-v0.1", "flow", "copy"):
+        assert len(table_rows(out, method)) == 2, method
+    table = out.split("method ")[1]  # rows in the order: model, compared models, baselines
+    assert table.index("\nmodel ") < table.index("\nresnet18-v0.1 ") < table.index("\nflow ") < table.index("\ncopy ")
+    assert "resnet18-v0.1 - better baseline" in out
+    with pytest.raises(SystemExit):
+        accuracy.main([str(davis), "tiny", "--compare", "copy=" + str(old)])  # a method's name is refused
