@@ -162,3 +162,38 @@ def test_unsafe_pickle_is_refused(tmp_path) -> None:
     torch.save({"state_dict": types.SimpleNamespace(a=1)}, path)
     with pytest.raises(ValueError, match="evil.pt cannot be read"):
         load_checkpoint(path)
+
+
+def test_claimed_config_is_checked_against_the_tensor_shapes_before_building(tmp_path, monkeypatch) -> None:
+    """A file whose config claims a huge decoder is refused from the shapes alone: no network of
+    the claimed size is ever built (only the meta-device one, which allocates nothing)."""
+    import rgmp_model.nn.checkpoint as checkpoint_module
+
+    path = save_checkpoint(tmp_path / "m.pt", build_rgmp("resnet18", 8))
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["decoder_channels"] = 1_000_000
+    torch.save(payload, path)
+    built = []
+    real_rgmp = checkpoint_module.RGMP
+    monkeypatch.setattr(checkpoint_module, "RGMP", lambda config: built.append(torch.empty(0).device) or real_rgmp(config))
+    with pytest.raises(ValueError, match=r"m.pt: the weights do not fit a resnet18 RGMP network.*decoder"):
+        load_checkpoint(path)
+    assert all(device.type == "meta" for device in built)
+
+
+def test_bundled_file_record_is_checked_once_per_file_version(tmp_path, monkeypatch) -> None:
+    from rgmp_model.nn import models
+
+    path = save_checkpoint(tmp_path / "default.pt", build_rgmp("resnet18", 8))
+    models.write_file_sha256(path)
+    hashed = []
+    real = models.file_sha256
+    monkeypatch.setattr(models, "file_sha256", lambda p: hashed.append(p) or real(p))
+    load_checkpoint(path)
+    load_checkpoint(path)
+    assert len(hashed) == 1  # cached for this file version
+    # a tampered file whose inner weights hash is recomputed is still caught by the file record
+    model = build_rgmp("resnet18", 8)
+    save_checkpoint(path, model, {"tampered": True})
+    with pytest.raises(ValueError, match=r"default.pt: file sha256 .* differs from default.pt.sha256"):
+        load_checkpoint(path)

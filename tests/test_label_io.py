@@ -279,3 +279,34 @@ def test_label_output_to_zarr_equals_the_in_memory_labels(tmp_path: Path) -> Non
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the temporary store was renamed
     reread = open_label_stack(tmp_path / "out.zarr")
     np.testing.assert_array_equal(np.asarray(reread), labels)
+
+
+def test_labels_saved_as_jpeg_or_photos_given_as_labels_are_refused_with_the_count(tmp_path: Path) -> None:
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 12:40] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.jpg", quality=80)
+    with pytest.raises(ValueError, match=r"mask.jpg does not look like a label image: JPEG is lossy.*"
+                                         r"\(\d+ distinct values\).*palette PNG"):
+        read_label_image(tmp_path / "mask.jpg")
+    photo = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    with pytest.raises(ValueError, match=r"photo.png does not look like a label image: a colour label image has "
+                                         r"at most 1024 colours \(\d{4} distinct values\)"):
+        read_label_image(tmp_path / "photo.png")
+
+
+def test_truncated_files_name_the_file_and_say_what_to_do(tmp_path: Path) -> None:
+    frames = RNG.integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    for compression in (None, "zlib"):
+        path = tmp_path / f"stack-{compression}.tif"
+        tifffile.imwrite(path, frames, compression=compression, photometric="minisblack")
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 6 // 10])
+        with pytest.raises(ValueError, match=rf"stack-{compression}.tif is truncated.*copy or export the file again"):
+            open_image_stack(path)
+    Image.fromarray(frames[0]).save(tmp_path / "frame.png")
+    data = (tmp_path / "frame.png").read_bytes()
+    (tmp_path / "frame.png").write_bytes(data[: len(data) // 2])
+    for reader in (read_image, read_label_image):
+        with pytest.raises(ValueError, match=r"frame.png cannot be read \(.*truncated.*\): the file is damaged"):
+            reader(tmp_path / "frame.png")

@@ -42,27 +42,42 @@ def ctc_tracks(presence: Mapping[int, set[int] | frozenset[int]], parents: Mappi
 
     ``presence``: frame -> ids present; ``parents``: id -> parent id (divisions). An id present
     on several separate runs of frames keeps its id on the first run; each later run gets a new
-    label (from ``first_free``, default max id + 1) whose parent is the run before. Returns the
-    tracks (sorted by label) and the relabelling ``{(frame, id): new label}`` for those runs.
+    label (from ``first_free``, default max id + 1) whose parent is the run before. A parent that
+    is still present when its daughter begins (the engine keeps the mother's id on one part) ends
+    there too: from that frame on it continues as a new label, a daughter of it like the other.
+    A daughter's parent is the parent's run that ends last before the daughter begins. Returns
+    the tracks (sorted by label) and the relabelling ``{(frame, id): new label}`` for those runs.
     """
     frames_of: dict[int, list[int]] = {}
     for t in sorted(presence):
         for i in presence[t]:
             frames_of.setdefault(int(i), []).append(int(t))
+    parents = {int(c): int(p) for c, p in (parents or {}).items() if int(c) in frames_of}
+    cuts: dict[int, set[int]] = {}  # id -> frames where it divides (a daughter begins)
+    for child, parent in parents.items():
+        cuts.setdefault(parent, set()).add(frames_of[child][0])
     next_label = first_free if first_free is not None else max(frames_of, default=0) + 1
-    tracks: list[Track] = []
+    runs_of: dict[int, list[tuple[int, list[int]]]] = {}  # id -> [(label, frames)]
     relabel: dict[tuple[int, int], int] = {}
     for i in sorted(frames_of):
-        frames = frames_of[i]
-        runs = np.split(np.asarray(frames), np.flatnonzero(np.diff(frames) > 1) + 1)
-        parent = int((parents or {}).get(i, 0))
-        label = i
-        for k, run in enumerate(runs):
+        frames = np.asarray(frames_of[i])
+        breaks = (np.diff(frames) > 1) | np.isin(frames[1:], sorted(cuts.get(i, ())))
+        for k, run in enumerate(np.split(frames, np.flatnonzero(breaks) + 1)):
+            label = i
             if k > 0:
-                parent, label = label, next_label
-                next_label += 1
+                label, next_label = next_label, next_label + 1
                 relabel.update({(int(t), i): label for t in run})
-            tracks.append(Track(label, int(run[0]), int(run[-1]), parent))
+            runs_of.setdefault(i, []).append((label, [int(t) for t in run]))
+    tracks: list[Track] = []
+    for i, runs in runs_of.items():
+        parent = 0
+        if i in parents:
+            begin = runs[0][1][0]
+            before = [label for label, run in runs_of.get(parents[i], []) if run[-1] < begin]
+            parent = before[-1] if before else 0
+        for label, run in runs:
+            tracks.append(Track(label, run[0], run[-1], parent))
+            parent = label
     return sorted(tracks, key=lambda track: track.label), relabel
 
 

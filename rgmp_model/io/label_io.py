@@ -98,6 +98,15 @@ def _not_labels(name: str, shape: tuple[int, ...]) -> ValueError:
     )
 
 
+MAX_COLOUR_IDS = 1024  # distinct colours beyond which an RGB(A) "label image" is taken for a photograph
+
+
+def _photo_refusal(name: str, count: int, why: str) -> ValueError:
+    return ValueError(f"{name} does not look like a label image: {why} ({count} distinct values). Labels are "
+                      "integer object ids (0 = background), saved losslessly: a palette PNG (as DAVIS "
+                      "annotations), a grey PNG or an integer TIFF")
+
+
 def read_label_image(path: PathLike) -> np.ndarray:
     """One label image -> (H,W) integer ids.
 
@@ -120,6 +129,9 @@ def read_label_image(path: PathLike) -> np.ndarray:
     try:
         with Image.open(p) as im:
             fmt, mode = im.format, im.mode
+            if fmt == "JPEG":  # lossy: a mask saved as JPEG has artefacts all over its edges
+                count = len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0))
+                raise _photo_refusal(p.name, count, "JPEG is lossy, its compression artefacts would become objects")
             if mode in ("P", "PA"):
                 return np.array(im.getchannel(0))
             if mode == "F":
@@ -134,6 +146,12 @@ def read_label_image(path: PathLike) -> np.ndarray:
             rgb = np.array(im.convert("RGBA" if rgba else "RGB"))
     except UnidentifiedImageError as err:
         raise ValueError(f"{p.name} is not an image file that Pillow can read") from err
+    except (OSError, SyntaxError) as err:  # truncated or corrupt data (PIL raises these)
+        raise ValueError(f"{p} cannot be read ({err}): the file is damaged or truncated; copy or export "
+                         "it again") from err
+    colours = len(np.unique(rgb.reshape(-1, rgb.shape[-1]), axis=0))
+    if colours > MAX_COLOUR_IDS:
+        raise _photo_refusal(p.name, colours, f"a colour label image has at most {MAX_COLOUR_IDS} colours")
     return _rgb_to_labels(rgb)
 
 
@@ -214,6 +232,9 @@ def frame_names(source: object, count: int) -> list[str]:
 class LabelStackWriter:
     """Preallocated (T,H,W) label output, written frame by frame in any order: ``writer[t] = labels``.
 
+    TIFF and zarr outputs may have more leading axes, e.g. (T,Z,H,W) with ``axes="TZYX"`` (stored in
+    the TIFF's metadata): then ``writer[t, z] = labels``.
+
     ``*.tif``/``*.tiff`` -> an uncompressed TIFF (memory-mapped) written under a temporary name in
     the same folder and renamed into place by :meth:`close`; ``*.zarr`` -> a zarr array (one chunk
     per frame, so stacks larger than memory stream to disk), likewise renamed into place. Any
@@ -228,16 +249,21 @@ class LabelStackWriter:
         shape: Sequence[int],
         dtype: Any = np.uint8,
         frame_names: Sequence[str] | None = None,
+        axes: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
         self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) != 3 or min(self.shape) <= 0:
-            raise ValueError(f"shape must be (T,H,W) with positive sizes, got {tuple(shape)}")
-        self.dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
-        _check_label_dtype(self.dtype, "the output")
         self.is_tiff = self.path.suffix.lower() in TIFF_SUFFIXES
         self.is_zarr = self.path.suffix.lower() == ".zarr"
-        self._written: set[int] = set()
+        if len(self.shape) < 3 or min(self.shape) <= 0 or (len(self.shape) > 3 and not (self.is_tiff or self.is_zarr)):
+            raise ValueError(f"shape must be (T,H,W) with positive sizes (or (A,B,...,H,W) for a .tif or .zarr "
+                             f"output), got {tuple(shape)}")
+        self.axes = axes if axes is not None else "TYX" if len(self.shape) == 3 else "Q" * (len(self.shape) - 2) + "YX"
+        if len(self.axes) != len(self.shape):
+            raise ValueError(f"axes {self.axes!r} do not name the {len(self.shape)} axes of shape {self.shape}")
+        self.dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
+        _check_label_dtype(self.dtype, "the output")
+        self._written: set[Any] = set()
         self._closed = False
         self._data: Any = None
         names = list(frame_names) if frame_names is not None else [f"{i:05d}" for i in range(self.shape[0])]
@@ -249,14 +275,14 @@ class LabelStackWriter:
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.zarr")
-            self._data = zarr.create_array(str(self._tmp), shape=self.shape, chunks=(1, *self.shape[1:]),
-                                           dtype=self.dtype, fill_value=0)
+            self._data = zarr.create_array(str(self._tmp), shape=self.shape, chunks=(1,) * (len(self.shape) - 2)
+                                           + self.shape[-2:], dtype=self.dtype, fill_value=0)
         elif self.is_tiff:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.tif")
             try:
                 self._data = tifffile.memmap(
-                    self._tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", metadata={"axes": "TYX"}
+                    self._tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", metadata={"axes": self.axes}
                 )
             except BaseException:
                 self._tmp.unlink(missing_ok=True)
@@ -267,20 +293,29 @@ class LabelStackWriter:
             self.path.mkdir(parents=True, exist_ok=True)
 
     @property
-    def written(self) -> list[int]:
-        """Sorted indices of the frames written so far."""
+    def written(self) -> list[Any]:
+        """Sorted indices of the frames written so far (tuples when there are several leading axes)."""
         return sorted(self._written)
 
-    def __setitem__(self, t: int, labels: np.ndarray) -> None:
+    def _frame_index(self, key: Any) -> tuple[int, ...]:
+        """``t`` or ``(t, z, ...)`` -> one index per leading axis, negative ones counted from the end."""
+        keys = tuple(key) if isinstance(key, tuple) else (key,)
+        leading = self.shape[:-2]
+        if len(keys) != len(leading):
+            raise IndexError(f"frame index {key} needs {len(leading)} integer(s) for an output of shape {self.shape}")
+        index = tuple(int(k) + n if int(k) < 0 else int(k) for k, n in zip(keys, leading))
+        if any(not 0 <= k < n for k, n in zip(index, leading)):
+            raise IndexError(f"frame index {key} is out of range for {leading[0] if len(leading) == 1 else leading} frames")
+        return index
+
+    def __setitem__(self, t: Any, labels: np.ndarray) -> None:
         if self._closed:
             raise ValueError(f"the writer for {self.path} is closed")
-        n = self.shape[0]
-        index = int(t) + n if int(t) < 0 else int(t)
-        if not 0 <= index < n:
-            raise IndexError(f"frame index {t} is out of range for {n} frames")
+        frame = self._frame_index(t)
+        index = frame[0] if len(frame) == 1 else frame
         data = np.asarray(labels)
-        if data.shape != self.shape[1:]:
-            raise ValueError(f"frame {t} has shape {data.shape}, expected {self.shape[1:]}")
+        if data.shape != self.shape[-2:]:
+            raise ValueError(f"frame {t} has shape {data.shape}, expected {self.shape[-2:]}")
         _check_label_dtype(data.dtype, f"frame {t}")
         if data.size and not np.can_cast(data.dtype, self.dtype):
             info = np.iinfo(self.dtype)

@@ -219,9 +219,13 @@ class TiffFrames(LazyFrames):
         return self._tif
 
     def _read_frame(self, t: int) -> np.ndarray:
-        with self._lock:
-            page = self._open().series[self.series].pages[t]
-            data = page.asarray()
+        try:
+            with self._lock:
+                page = self._open().series[self.series].pages[t]
+                data = page.asarray()
+        except (ValueError, OSError, RuntimeError, IndexError) as error:
+            raise ValueError(f"{self.path.name}: frame {t} (page {t}) cannot be read ({error}); the file may be "
+                             "damaged: copy or export it again") from error
         return _apply_layout(data, self._page_layout)[0].astype(self.dtype, copy=False)
 
     def close(self) -> None:
@@ -246,6 +250,35 @@ class TiffFrames(LazyFrames):
         self._lock = threading.Lock()
 
 
+def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse a truncated TIFF (a cut copy or download) instead of reading fewer frames: every
+    page's data must lie inside the file, and a shape recorded by the writer (tifffile or
+    ImageJ metadata) must match the pages found."""
+    size = path.stat().st_size
+    pages = tif.pages
+    for i, page in enumerate(pages):
+        ends = [o + c for o, c in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+        if ends and max(ends) > size:
+            raise ValueError(f"{path.name} is truncated: page {i} needs {max(ends)} bytes but the file has {size}; "
+                             "copy or export the file again")
+    expected = None
+    if tif.is_shaped and tif.shaped_metadata:
+        shape = tuple(tif.shaped_metadata[0].get("shape", ()))
+        expected = int(np.prod(shape[:-2])) if len(shape) > 2 else None
+        if shape and shape[-1] in (3, 4) and len(shape) > 3:
+            expected = int(np.prod(shape[:-3]))
+    elif tif.is_imagej and tif.imagej_metadata:
+        expected = tif.imagej_metadata.get("images")
+    if expected and len(pages) < expected and len(pages) != 1:
+        raise ValueError(f"{path.name} is truncated: its metadata says {expected} frames but it holds {len(pages)}; "
+                         "copy or export the file again")
+    series = tif.series[0]
+    if series.dataoffset is not None and series.dataoffset + series.nbytes > size:  # contiguous data, cut short
+        raise ValueError(f"{path.name} is truncated: its {series.shape} {series.dtype} data need "
+                         f"{series.dataoffset + series.nbytes} bytes but the file has {size}; copy or export "
+                         "the file again")
+
+
 def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffFrames:
     """TIFF series 0 -> (T,H,W[,C]) memmap, TiffFrames or in-memory array (see open_image_stack).
 
@@ -256,6 +289,7 @@ def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffF
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ValueError(f"{path.name} holds no image data")
+            _check_tiff_complete(tif, path)
             s = tif.series[0]
             axes = "QYX" if planar_as_frames and s.axes == "SYX" else s.axes
             layout = _frames_layout(s.shape, axes, path.name)
@@ -305,6 +339,9 @@ def read_image(path: PathLike) -> np.ndarray:
             data = np.array(im)
     except UnidentifiedImageError as err:
         raise ValueError(f"{p.name} is not an image file that Pillow can read") from err
+    except (OSError, SyntaxError) as err:  # truncated or corrupt data (PIL raises these)
+        raise ValueError(f"{p} cannot be read ({err}): the file is damaged or truncated; copy or export "
+                         "it again") from err
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     if fmt == "PNG" and mode == "I":
@@ -321,29 +358,37 @@ def is_zarr(path: PathLike) -> bool:
     return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).is_file() for m in ZARR_MARKERS))
 
 
+def open_zarr_array(path: PathLike) -> tuple[Any, str]:
+    """A zarr store -> (its array, or an OME-Zarr group's full-resolution array; the axes OME-Zarr
+    metadata names, as capital letters, or "" when none are named)."""
+    import zarr
+
+    path = _existing(path)
+    node = zarr.open(str(path), mode="r")
+    axes = ""
+    if hasattr(node, "array_keys"):  # a group: OME-Zarr's level "0", else its only array
+        attrs = dict(node.attrs)
+        scales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        keys = sorted(node.array_keys())
+        if scales:
+            name = scales[0]["datasets"][0]["path"]
+            axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0].upper() for a in scales[0].get("axes", []))
+        elif len(keys) == 1:
+            name = keys[0]
+        else:
+            raise ValueError(f"{path} is a zarr group with arrays {keys or 'none'}: give the path of one array")
+        node = node[name]
+    return node, axes
+
+
 class ZarrFrames(LazyFrames):
     """Lazy (T,H,W) or (T,H,W,C) view of a zarr array (or the full-resolution array of an
     OME-Zarr group), one frame per read. Axes come from OME-Zarr metadata when present (else they
     are guessed as for TIFF); singleton axes are dropped; at most one stack axis."""
 
     def __init__(self, path: PathLike) -> None:
-        import zarr
-
         self.path = _existing(path)
-        node = zarr.open(str(self.path), mode="r")
-        axes = ""
-        if hasattr(node, "array_keys"):  # a group: OME-Zarr's level "0", else its only array
-            attrs = dict(node.attrs)
-            scales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-            keys = sorted(node.array_keys())
-            if scales:
-                name = scales[0]["datasets"][0]["path"]
-                axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0].upper() for a in scales[0].get("axes", []))
-            elif len(keys) == 1:
-                name = keys[0]
-            else:
-                raise ValueError(f"{self.path} is a zarr group with arrays {keys or 'none'}: give the path of one array")
-            node = node[name]
+        node, axes = open_zarr_array(self.path)
         self.array = node
         shape = tuple(int(n) for n in node.shape)
         axes = axes.replace("Z", "Q").replace("T", "Q") if len(axes) == len(shape) else _guess_axes(shape)

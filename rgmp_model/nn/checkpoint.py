@@ -171,6 +171,11 @@ def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", Checkpoi
     missing, unexpected = _key_mismatch(expected, state_dict)
     if missing or unexpected:
         raise ValueError(_mismatch_message(path, info.source, missing, unexpected))
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})" for k, v in state_dict.items()
+             if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:  # checked before anything of the claimed size is allocated
+        raise ValueError(f"{path}: the weights do not fit a {config.backbone} RGMP network as its config describes: "
+                         f"{_listing(wrong)}; the file is damaged or was edited")
     non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise ValueError(f"{path} holds NaN or infinite weights ({_listing(non_finite)}): it comes from a "
@@ -181,6 +186,9 @@ def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", Checkpoi
 def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path")
+    from rgmp_model.nn.models import check_file_record  # models imports this module
+
+    check_file_record(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, disallowed pickle content

@@ -80,18 +80,34 @@ class ModelEntry:
         return self.problem is None
 
 
-def verify_model(path: str | os.PathLike, location: str = "user") -> ModelEntry:
-    """Read ``path`` as the loader does (weights sha256, key names) and, when a ``<name>.sha256``
-    record lies beside it (the bundled model's), compare the whole file's sha256 with it."""
+_verified: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> file sha256 that matched its record
+
+
+def check_file_record(path: str | os.PathLike) -> None:
+    """When a ``<name>.sha256`` record lies beside ``path`` (the bundled model's), compare the whole
+    file's sha256 with it; raise ValueError when they differ. Each file version is hashed once
+    per process. The loader calls this for every checkpoint it reads."""
     path = Path(path)
     record = path.with_name(path.name + ".sha256")
+    if not record.is_file():
+        return
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    expected = (record.read_text().split() or [""])[0]
+    if _verified.get(key) == expected:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"{path}: file sha256 {actual[:12]}... differs from {record.name}'s {expected[:12]}...: "
+                         "the file is corrupted or was changed; reinstall napari-rgmp or copy the file again")
+    _verified[key] = expected
+
+
+def verify_model(path: str | os.PathLike, location: str = "user") -> ModelEntry:
+    """Read ``path`` as the loader does (file record, weights sha256, key names and shapes)."""
+    path = Path(path)
     try:
-        if record.is_file():
-            expected = (record.read_text().split() or [""])[0]
-            actual = file_sha256(path)
-            if actual != expected:
-                raise ValueError(f"file sha256 {actual[:12]}... differs from {record.name}'s {expected[:12]}...: "
-                                 "the file is corrupted, reinstall napari-rgmp or copy the file again")
+        check_file_record(path)
         info = read_checkpoint_info(path)
     except (ValueError, FileNotFoundError, OSError) as error:
         return ModelEntry(path, location, None, str(error).splitlines()[0])
