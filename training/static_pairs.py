@@ -94,9 +94,8 @@ class StaticPairDataset(Dataset):
     def _draw_object(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(self.max_tries):
             image, labels = self._draw_image(rng)
-            flat = labels.ravel()
-            counts = np.bincount(flat if flat.size and flat.min() >= 0 else np.clip(flat, 0, None))
-            ids = np.flatnonzero(counts[1:] >= self.min_object_pixels) + 1
+            ids, counts = np.unique(labels, return_counts=True)  # id values never size an array
+            ids = ids[(ids > 0) & (counts >= self.min_object_pixels)]
             if ids.size:
                 return image, labels == rng.choice(ids)
         raise ValueError(f"no object with >= {self.min_object_pixels} pixels in {self.max_tries} drawn images: "
