@@ -239,3 +239,29 @@ def test_resume_cleans_orphan_temporaries_and_logs_each_iteration_once(tmp_path)
     assert not orphan.exists()
     iterations = [r.split(",")[0] for r in (tmp_path / "train_log.csv").read_text().splitlines()[1:]]
     assert iterations == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_cuda_out_of_memory_splits_the_batch_and_goes_on(tmp_path, capsys) -> None:
+    """Simulated: the objective raises CUDA's out-of-memory error for whole batches once; the
+    trainer retries the step with the batch in two parts and the losses match an ordinary run."""
+    reference = Trainer(tiny_config(tmp_path / "a", iterations=3), TinyPairs(), pair_objective, show_progress=False)
+    reference.fit()
+    failures = []
+
+    class OutOfMemoryOnce(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.inner = pair_objective(model)
+
+        def forward(self, batch):
+            if next(iter(batch.values())).shape[0] == 2 and not failures:
+                failures.append(True)
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.inner(batch)
+
+    trainer = Trainer(tiny_config(tmp_path / "b", iterations=3), TinyPairs(), OutOfMemoryOnce, show_progress=False)
+    trainer.fit()
+    assert failures and trainer._micro_batches == 2
+    assert "out of GPU memory at iteration 1: the batch now goes through in 2 parts" in capsys.readouterr().out
+    np.testing.assert_allclose([l for _, l in trainer.history.losses], [l for _, l in reference.history.losses],
+                               rtol=1e-4)

@@ -69,6 +69,10 @@ def _append_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]
         writer.writerows(rows)
 
 
+class TrainingOutOfMemoryError(ValueError):
+    """CUDA ran out of memory even with the batch split: the message says what to lower."""
+
+
 class NonFiniteTrainingError(ValueError):
     """The loss, a gradient or a weight became NaN or infinite: the run stops, its last good
     checkpoint is kept."""
@@ -148,6 +152,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.state_path = self.output_dir / "checkpoints" / "last.pt"
         self._saved_iteration: int | None = None  # iteration held by state_path
+        self._micro_batches = 1  # raised (x2) after a CUDA out-of-memory error
 
     # --------------------------------------------------------------------------------- setup
     def _amp(self, device: torch.device) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler]:
@@ -236,10 +241,21 @@ class Trainer:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             for group in optimizer.param_groups:  # the schedule, also right after a resume
                 group["lr"] = config.optim.learning_rate(self.history.iteration)
-            with autocast:
-                loss = step_module(batch)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            try:
+                loss = self._forward_backward(step_module, batch, autocast, scaler)
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if runtime.distributed or self._micro_batches >= batch_size:
+                    raise TrainingOutOfMemoryError(
+                        f"out of GPU memory at iteration {self.history.iteration + 1} with batches of "
+                        f"{batch_size // self._micro_batches}: set a smaller data.crop_size or data.batch_size "
+                        f"and start the same command again (the run resumes from {self.state_path})") from None
+                self._micro_batches *= 2
+                print(f"out of GPU memory at iteration {self.history.iteration + 1}: the batch now goes through "
+                      f"in {self._micro_batches} parts (nearly the same updates, slower)", flush=True)
+                loss = self._forward_backward(step_module, batch, autocast, scaler)
             scaler.unscale_(optimizer)
             # The gradient norm is the same on every rank (gradients are all-reduced): one decision.
             norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or float("inf"))
@@ -269,6 +285,20 @@ class Trainer:
         self._check_weights(model, self.history.iteration)
         self._checkpoint(runtime, model, optimizer, scaler)
         return self._finish(runtime, model)
+
+    def _forward_backward(self, step_module: nn.Module, batch: dict[str, torch.Tensor],
+                          autocast: contextlib.AbstractContextManager, scaler: torch.amp.GradScaler) -> torch.Tensor:
+        """Loss of ``batch`` and its gradients, the batch split into ``self._micro_batches`` parts
+        whose losses are weighted by their share (the objectives average over samples)."""
+        size = next(iter(batch.values())).shape[0]
+        bounds = np.linspace(0, size, self._micro_batches + 1).round().astype(int)
+        total = torch.zeros((), device=next(iter(batch.values())).device)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            with autocast:
+                part = step_module({k: v[start:stop] for k, v in batch.items()}) * ((stop - start) / size)
+            scaler.scale(part).backward()
+            total = total + part.detach().float()
+        return total
 
     def _non_finite_message(self, iteration: int, problem: str, loss: torch.Tensor | None = None) -> str:
         kept = (f"{self.state_path} (iteration {self._saved_iteration}) is kept untouched"
