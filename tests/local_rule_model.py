@@ -1,7 +1,8 @@
 """A stand-in for the RGMP network whose output is a local rule of the frame and the previous
 mask (a neighbourhood of ``reach`` pixels): an object is where the previous mask was (dilated by
 ``reach``) and the frame is bright. Cropping then changes nothing away from a crop's border, so region mode and
-full-frame mode must agree; random RGMP weights could not show that."""
+full-frame mode must agree; random RGMP weights could not show that. It is an :class:`RGMP` (so
+that ``open_session`` and ``PropagationSession`` take it) without RGMP's encoder and decoder."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from rgmp_model.nn.encoders import EncoderFeatures
 from rgmp_model.nn.network import RGMP, DecoderOutput
 
 
-class LocalRuleModel(nn.Module):
+class LocalRuleModel(RGMP):
     stride = RGMP.stride
 
     def __init__(self, threshold: float = 0.3, sharpness: float = 30.0, reach: int = 6) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # none of RGMP's layers: the rule below is the whole network
         self.threshold, self.sharpness, self.reach = threshold, sharpness, reach
         self.register_buffer("anchor", torch.zeros(1))  # so .to(device) has something to move
         self.encode_calls = 0

@@ -47,11 +47,12 @@ def validate(
 ) -> ValidationResult:
     """Propagate each sequence (``name``, ``frames``, ``labels``, ``annotated``) forward from its
     first annotated frame and score the annotated frames (DAVIS protocol). ``max_size``: the
-    working size as everywhere (None or 0: full size, the network records none). Leaves the
-    model in eval mode."""
+    working size as everywhere (None or 0: full size, the network records none). Full-frame
+    propagation always (region="off"), so that scores stay comparable across runs and sequences.
+    Leaves the model in eval mode."""
     if not sequences:
         raise ValueError("no validation sequences: add validation sources to the config")
-    options = PropagationOptions(direction="forward", max_size=max_size, device=str(device))
+    options = PropagationOptions(direction="forward", max_size=max_size, device=str(device), region="off")
     scores = []
     for sequence in sequences:
         first = sequence.annotated[0]

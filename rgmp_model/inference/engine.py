@@ -10,7 +10,9 @@
 keyframe (in the allowed direction); keyframes are yielded unchanged and never overwritten. Only
 one frame and the previous soft masks are held per step; each keyframe's reference features are
 kept until its labels change, so propagating again (after a correction) re-encodes only the
-keyframes that changed.
+keyframes that changed. Region mode (``options.region``; ``inference/region_stretch.py``) runs a
+stretch as one crop per object at full resolution: ``uses_region(keyframe)`` says whether it will,
+``region_used`` which stretches did, ``divisions`` the parents of parts that separated.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rgmp_model.inference.labels import ObjectIds, validate_label_frame
 from rgmp_model.nn.network import RGMP
 from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
 from rgmp_model.inference.plan import Stretch, plan_stretches
+from rgmp_model.inference.region_stretch import KeyframeRegions, RegionRunner, uses_region_mode
 
 if TYPE_CHECKING:
     from rgmp_model.nn.checkpoint import CheckpointInfo
@@ -48,7 +51,8 @@ class PropagationSession:
     Keyword arguments instead of ``options`` (``mode=``, ``multiscale=``, ``max_size=``, ...)
     are the older spelling of the same options. Probabilities are resized back to full size
     before labels are taken; flow guidance (``options.flow``) warps the previous frame's
-    probabilities along dense optical flow (on the CPU, at the working size) first.
+    probabilities along dense optical flow (on the CPU, at the working size) first. In region
+    mode the frames are read at full size and cropped per object (``max_size`` does not apply).
     """
 
     def __init__(
@@ -75,10 +79,12 @@ class PropagationSession:
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
         propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator
         self._propagator = propagator(self.model, self.options.scales, dtype, object_batch)
+        self._regions = RegionRunner(self.model, self.options, self.frames.is_grey, dtype)
+        self.region_used: dict[int, bool] = {}  # keyframe -> whether its stretch ran in region mode
         self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
         self._keyframes: dict[int, np.ndarray] = {}
         self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
-        self._references: dict[int, tuple[tuple[int, ...], Reference]] = {}  # keyframe -> (ids, features)
+        self._references: dict[int, tuple[tuple[int, ...], Reference | KeyframeRegions]] = {}  # keyframe -> (ids, it)
         self.last_probabilities: np.ndarray | None = None
 
     @property
@@ -191,6 +197,21 @@ class PropagationSession:
         object_ids[k - 1] (channel 0 is the background)."""
         return self._objects().ids
 
+    @property
+    def divisions(self) -> dict[int, int]:
+        """{new id: parent id} of the parts that separated from an object in region mode with
+        ``split_divisions`` (the last run of each stretch): the parents of a Cell Tracking
+        Challenge export. Empty otherwise."""
+        return self._regions.divisions(self._keyframes)
+
+    def uses_region(self, keyframe: int) -> bool:
+        """Whether the stretch of ``keyframe`` runs in region mode (``options.region``; "auto":
+        ``region_stretch.uses_region_mode`` on its labels)."""
+        labels = self._keyframes.get(self._frame_index(keyframe))
+        if labels is None:
+            raise ValueError(f"frame {keyframe} is not a keyframe: add labels on it first")
+        return uses_region_mode(self.options, labels)
+
     def _objects(self) -> ObjectIds:
         if not self._keyframes:
             raise ValueError("no keyframe: add labels on at least one frame (add_keyframe)")
@@ -238,8 +259,10 @@ class PropagationSession:
         corrected keyframe, propagating from it alone recomputes exactly the frames that now
         belong to it (the others would come out as before).
         Confidence of an object = mean probability over the pixels labelled as it (0 when it is
-        lost). With ``keep_probabilities``, ``last_probabilities`` holds the yielded frame's
-        (K+1, H, W) float32 probabilities (channel 0 background, then ``object_ids``).
+        lost; in region mode a lost object is reported with 0 once, on the frame it is lost, and
+        is absent afterwards). With ``keep_probabilities``, ``last_probabilities`` holds the
+        yielded frame's (K+1, H, W) float32 probabilities (channel 0 background, then
+        ``object_ids``; in region mode a separated part adds to its parent's channel).
         ``on_progress(done, total)`` is called after every yielded frame.
         """
         objects = self._objects()
@@ -265,7 +288,11 @@ class PropagationSession:
             if keep_probabilities:
                 self.last_probabilities = _one_hot(channels, len(objects)).cpu().numpy()
             yield stretch.keyframe, key_labels.copy(), confidence
+        region = self.region_used[stretch.keyframe] = self.uses_region(stretch.keyframe)
         if not (stretch.backward or stretch.forward):
+            return
+        if region:
+            yield from self._region_stretch(stretch, objects, keep_probabilities)
             return
         reference = self._reference(stretch.keyframe, channels, active, objects)
         for frames in (stretch.backward, stretch.forward):
@@ -300,10 +327,26 @@ class PropagationSession:
         self._references[index] = (ids, reference)
         return reference
 
+    def _region_stretch(self, stretch: Stretch, objects: ObjectIds, keep: bool) -> Iterator[FrameResult]:
+        """A stretch in region mode; the keyframe's tracker is kept like reference features."""
+        kept = self._references.get(stretch.keyframe)
+        if kept is None or not isinstance(kept[1], KeyframeRegions):
+            regions = self._regions.start(self._full_frame(stretch.keyframe), self._keyframes[stretch.keyframe])
+            kept = self._references[stretch.keyframe] = ((), regions)
+        for direction, frames in ((-1, stretch.backward), (1, stretch.forward)):
+            for t, labels, confidence, probabilities in self._regions.run(
+                kept[1], stretch.keyframe, direction, frames, self._full_frame, objects, keep
+            ):
+                self.last_probabilities = probabilities if keep else self.last_probabilities
+                yield t, labels, confidence
+
+    def _full_frame(self, t: int) -> Tensor:
+        """Frame t as (1, 3, H, W) float32 at full size, on the device."""
+        return torch.from_numpy(self.frames[t]).to(self.device).permute(2, 0, 1)[None]
+
     def _frame(self, t: int) -> Tensor:
         """Frame t as (1, 3, h, w) float32 at the working size, on the device."""
-        frame = torch.from_numpy(self.frames[t]).to(self.device).permute(2, 0, 1)[None]
-        return self._to_working(frame)
+        return self._to_working(self._full_frame(t))
 
     def _to_working(self, x: Tensor) -> Tensor:
         """(B, h0, w0) or (B, C, h0, w0) at full size -> the working size (antialiased)."""

@@ -59,6 +59,11 @@ class FrameStack:
     def __len__(self) -> int:
         return self.num_frames
 
+    @property
+    def is_grey(self) -> bool:
+        """Whether the stack has one channel: (T, H, W) or (T, H, W, 1)."""
+        return len(self.shape) == 3 or self.shape[-1] == 1
+
     def raw(self, index: int) -> np.ndarray:
         """Frame ``index`` as stored: (H, W) or (H, W, C)."""
         if not -self.num_frames <= index < self.num_frames:

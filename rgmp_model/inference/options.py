@@ -23,6 +23,7 @@ from rgmp_model.inference.flow import FLOW_METHODS
 from rgmp_model.inference.propagators import OFFICIAL_SCALES
 from rgmp_model.inference.plan import DIRECTIONS
 MODES = ("default", "official")
+REGION_MODES = ("auto", "on", "off")  # region mode (inference/region.py): chosen per stretch, forced on, never
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' own size"
 MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
@@ -55,6 +56,17 @@ class PropagationOptions:
         CUDA in default mode, fp32 otherwise), "fp32", "bf16" or "fp16".
     object_batch: most objects per network call; None = all on a GPU, one at a time on the CPU.
     flow: None, "tvl1" or "ilk": flow guidance (default mode only).
+    region: "auto", "on" or "off": region mode (one crop per object at full resolution, all crops
+        batched; ``inference/region.py``) instead of whole frames at the working size. "auto"
+        decides per keyframe's stretch (:func:`~rgmp_model.inference.region_stretch.uses_region_mode`:
+        many objects small relative to a frame longer than 512 px; never with official mode, flow
+        or several scales). Region mode ignores ``max_size`` (crops are cut from the full frames).
+    region_crop_size: network side of every crop in region mode (a multiple of 32); None = from the
+        keyframe's median object, 64-256 px.
+    split_divisions: region mode only. False (default): an object that divides keeps its id on
+        both parts. True: a part that separates from an object (a daughter cell holding at least
+        a fifth of it) gets a new id, the largest id on any keyframe + 1, + 2, ... (unique in the
+        session), and ``session.divisions`` records {new id: parent id}.
     """
 
     direction: str = "forward"
@@ -65,6 +77,9 @@ class PropagationOptions:
     precision: str = "auto"
     object_batch: int | None = None
     flow: str | None = None
+    region: str = "auto"
+    region_crop_size: int | None = None
+    split_divisions: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -86,6 +101,33 @@ class PropagationOptions:
                 raise ValueError(f"scales must be a non-empty list of factors in (0, 4], got {self.scales}")
             object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "device", str(self.device))
+        self._check_region()
+
+    def _check_region(self) -> None:
+        if self.region not in REGION_MODES:
+            raise ValueError(f"region must be one of {REGION_MODES}, got {self.region!r}")
+        size = self.region_crop_size
+        if size is not None and (not isinstance(size, Integral) or isinstance(size, bool)
+                                 or size < NETWORK_STRIDE or size % NETWORK_STRIDE):
+            raise ValueError(f"region_crop_size must be a multiple of {NETWORK_STRIDE} (pixels, e.g. 128) or None "
+                             f"(chosen from the objects' size), got {size!r}")
+        if size is not None:
+            object.__setattr__(self, "region_crop_size", int(size))
+        if not isinstance(self.split_divisions, bool):
+            raise ValueError(f"split_divisions must be True or False, got {self.split_divisions!r}")
+        if self.region == "on":
+            if self.mode == "official":
+                raise ValueError("region mode runs the default procedure, not the authors' one: use "
+                                 "mode='default' with region='on', or region='off' with mode='official'")
+            if self.flow is not None:
+                raise ValueError("flow guidance works on whole frames: use region='off' with flow, "
+                                 "or no flow with region='on'")
+            if self.scales is not None and self.scales != (1.0,):
+                raise ValueError("region mode works at one scale: use region='off' with several scales, "
+                                 "or scales=None with region='on'")
+        if self.split_divisions and (self.region == "off" or self.mode == "official"):
+            raise ValueError("split_divisions works in region mode only: use region='on' or 'auto' "
+                             "(and mode='default'), or split_divisions=False")
 
     @classmethod
     def from_keywords(cls, *, multiscale: bool = False, **options: Any) -> PropagationOptions:

@@ -7,9 +7,11 @@ each side, plus twice its last displacement so a fast cell stays inside), croppe
 full-resolution frame and resized to one fixed network size; the reference crop is cut and
 encoded once per keyframe. All crops of a frame go through the network in one batch, each
 normalised by its own intensity percentiles (grey stacks; so that a dim nucleus looks like a
-bright one), and the object probabilities are pasted back at full resolution and merged by
-RGMP's soft aggregation over the objects whose boxes cover a pixel. An object whose mask falls
-under ``min_area`` pixels (it left the frame or vanished) gets confidence 0 and is dropped.
+bright one; the range taken as at least half the object's range on the keyframe, so that the
+noise of a crop the object left is not stretched into an object), and the object probabilities
+are pasted back at full resolution and merged by RGMP's soft aggregation over the objects whose
+boxes cover a pixel. An object whose mask falls under ``min_area`` pixels (it left the frame or
+vanished) gets confidence 0 and is dropped.
 
 With ``split_divisions`` a part of an object that separates from it (a daughter cell) becomes
 an object of its own, tracked from then on, with its parent recorded.
@@ -22,7 +24,7 @@ than half of the frame's area.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,7 +46,9 @@ class RegionOptions:
     chosen per keyframe from the median crop, 64-256 px). ``context``: margin on each side in
     box sizes. ``normalise``: per-crop percentile normalisation (None: on grey stacks only).
     ``min_area``: pixels below which an object counts as gone. ``split_divisions``: separated
-    parts become new objects. ``batch``: crops per network call."""
+    parts become new objects. ``batch``: crops per network call. ``min_contrast``: a crop's
+    intensity range is stretched to [0, 1] only down to this fraction of its object's range on
+    the keyframe, so that the noise of a crop the object left is not stretched into an object."""
 
     crop_size: int | None = None
     context: float = 0.75
@@ -53,12 +57,15 @@ class RegionOptions:
     split_divisions: bool = False
     split_fraction: float = 0.2  # a part counts as separated when it holds this much of the object
     batch: int = 32
+    min_contrast: float = 0.5
 
     def __post_init__(self) -> None:
         if self.crop_size is not None and (self.crop_size < RGMP.stride or self.crop_size % RGMP.stride):
             raise ValueError(f"region crop_size must be a multiple of {RGMP.stride}, got {self.crop_size}")
-        if self.context < 0 or self.min_area < 1 or self.batch < 1 or not 0 < self.split_fraction < 0.5:
-            raise ValueError("region options: context >= 0, min_area >= 1, batch >= 1, 0 < split_fraction < 0.5")
+        if (self.context < 0 or self.min_area < 1 or self.batch < 1 or not 0 < self.split_fraction < 0.5
+                or self.min_contrast < 0):
+            raise ValueError("region options: context >= 0, min_area >= 1, batch >= 1, 0 < split_fraction < 0.5, "
+                             "min_contrast >= 0")
 
 
 def object_boxes(channels: np.ndarray, active: list[int]) -> dict[int, tuple[int, int, int, int]]:
@@ -97,6 +104,7 @@ class _Track:
     centre: tuple[float, float]
     motion: float = 0.0
     area: float = 0.0
+    contrast: float = 1.0  # the range of its reference crop (per-crop normalisation)
 
 
 @dataclass
@@ -111,7 +119,9 @@ class StepResult:
 
 class RegionTracker:
     """Region-mode propagation of one stretch: :meth:`start` on the keyframe, then :meth:`step`
-    per frame. Frames are (1, 3, H, W) float tensors at full resolution on the model's device."""
+    per frame (:meth:`restart` goes back to the keyframe, its reference crops kept). Frames are
+    (1, 3, H, W) float tensors at full resolution on the model's device. With ``keep_background``
+    each step leaves the (H, W) background probability in ``last_background``."""
 
     def __init__(self, model: RGMP, options: RegionOptions, grey: bool, autocast_dtype: torch.dtype | None = None):
         self.model, self.options = model, options
@@ -121,6 +131,9 @@ class RegionTracker:
         self.crop_size = options.crop_size or 128
         self._reference_r5: Tensor | None = None
         self.next_channel = 1
+        self._initial: tuple[dict[int, _Track], int] = ({}, 1)
+        self.keep_background = False
+        self.last_background: Tensor | None = None
 
     # ----------------------------------------------------------------------------- geometry
     def _window(self, box: tuple[int, int, int, int], motion: float, shape: tuple[int, int]) -> tuple[float, ...]:
@@ -134,13 +147,21 @@ class RegionTracker:
         s = self.crop_size
         return roi_align(image, boxes, output_size=(s, s), spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
-    def _normalised(self, crops: Tensor) -> Tensor:
+    @staticmethod
+    def _spread(crops: Tensor) -> tuple[Tensor, Tensor]:
+        """(K, C, S, S) -> each crop's 1st percentile and 99.5th - 1st percentile range, (K,) each."""
+        flat = crops.mean(dim=1).flatten(1)
+        lo = torch.quantile(flat, 0.01, dim=1)
+        return lo, torch.quantile(flat, 0.995, dim=1) - lo
+
+    def _normalised(self, crops: Tensor, floor: Tensor | None = None) -> Tensor:
+        """Each crop's 1-99.5 percentiles mapped to [0, 1], its range taken as at least ``floor``
+        (K,) (so that an empty crop's noise is not stretched into an object)."""
         if not self.normalise:
             return crops
-        flat = crops.mean(dim=1).flatten(1)
-        lo = torch.quantile(flat, 0.01, dim=1).view(-1, 1, 1, 1)
-        hi = torch.quantile(flat, 0.995, dim=1).view(-1, 1, 1, 1)
-        return ((crops - lo) / (hi - lo).clamp_min(1e-3)).clamp(0, 1)
+        lo, spread = self._spread(crops)
+        spread = spread.clamp_min(1e-3) if floor is None else torch.maximum(spread.clamp_min(1e-3), floor)
+        return ((crops - lo.view(-1, 1, 1, 1)) / spread.view(-1, 1, 1, 1)).clamp(0, 1)
 
     # ----------------------------------------------------------------------------- network
     def _run(self, frames: Tensor, masks: Tensor, reference_r5: Tensor | None) -> Tensor:
@@ -164,7 +185,8 @@ class RegionTracker:
 
     # ----------------------------------------------------------------------------- stretch
     def start(self, frame: Tensor, channels: np.ndarray, active: list[int]) -> None:
-        """Encode the reference crops of the ``active`` channels of the keyframe's (H, W) map."""
+        """Encode the reference crops of the ``active`` channels of the keyframe's (H, W) map
+        (separated parts get channels from max(active) + 1 on)."""
         shape = channels.shape
         boxes = object_boxes(channels, active)
         if self.options.crop_size is None and boxes:
@@ -175,18 +197,28 @@ class RegionTracker:
         key = torch.from_numpy(channels).to(frame.device)
         masks = torch.stack([(key == c).float() for c in order])[:, None] if order else None
         self.tracks = {}
+        self.next_channel = max(active, default=0) + 1
+        self._initial = ({}, self.next_channel)
         if not order:
             self._reference_r5 = None
             return
-        crops = self._normalised(self._crops(frame, windows))
+        crops = self._crops(frame, windows)
+        contrast = self._spread(crops)[1].tolist() if self.normalise else [1.0] * len(order)
+        crops = self._normalised(crops)
         mask_crops = torch.cat([self._crops(masks[k : k + 1], [windows[k]]) for k in range(len(order))])[:, 0]
         self._reference_r5 = self._run(crops, (mask_crops > 0.5).float(), None)
         for row, c in enumerate(order):
             t, l, b, r = boxes[c]
             patch = masks[row, 0, t:b, l:r]
             self.tracks[c] = _Track(windows[row], patch, (t, l, b, r), row, ((t + b) / 2, (l + r) / 2),
-                                    area=float(patch.sum()))
-        self.next_channel = max(active) + 1
+                                    area=float(patch.sum()), contrast=contrast[row])
+        self._initial = ({c: replace(t) for c, t in self.tracks.items()}, self.next_channel)
+
+    def restart(self) -> None:
+        """Back to the state :meth:`start` left (the reference features are kept): for the other
+        direction of a stretch, or propagating the stretch again."""
+        tracks, self.next_channel = self._initial
+        self.tracks = {c: replace(t) for c, t in tracks.items()}
 
     def _previous_crops(self, order: list[int]) -> Tensor:
         """Each track's previous probability, cut at its new window and resized to S x S."""
@@ -207,9 +239,11 @@ class RegionTracker:
         order = sorted(self.tracks)
         confidence: dict[int, float] = {}
         if not order:
+            self.last_background = torch.ones((height, width), device=frame.device) if self.keep_background else None
             return StepResult(np.zeros((height, width), np.int64), confidence)
         windows = [self.tracks[c].box for c in order]
-        crops = self._normalised(self._crops(frame, windows))
+        floor = torch.tensor([self.options.min_contrast * self.tracks[c].contrast for c in order], device=frame.device)
+        crops = self._normalised(self._crops(frame, windows), floor)
         rows = torch.tensor([self.tracks[c].reference for c in order], device=frame.device)
         probabilities = self._run(crops, self._previous_crops(order), self._reference_r5[rows])
         # paste back: per object its probability over its integer window; background complement and odds
@@ -234,6 +268,7 @@ class RegionTracker:
         background = log_background.exp().clamp(_EPS, 1 - _EPS)
         total = background / (1 - background) + odds_sum  # RGMP's aggregation: softmax over logits
         best = torch.full((height, width), 1.0, device=frame.device) * (background / (1 - background)) / total
+        self.last_background = best.clone() if self.keep_background else None
         winner = torch.zeros((height, width), dtype=torch.int64, device=frame.device)
         aggregated = {}
         for c, ((t0, l0, t1, l1), p) in pasted.items():
@@ -301,7 +336,8 @@ class RegionTracker:
             mask = torch.from_numpy(piece).to(q.device)
             confidence[new] = float(q[mask].mean())
             parent = self.tracks[c]
-            self.tracks[new] = _Track(parent.box, q * mask, patch, parent.reference, parent.centre, parent.motion)
+            self.tracks[new] = _Track(parent.box, q * mask, patch, parent.reference, parent.centre, parent.motion,
+                                      contrast=parent.contrast)
             self._advance(new, channels, patch, q * mask, channels.shape)
             born[new] = c
         return born
