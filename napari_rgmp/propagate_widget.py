@@ -24,7 +24,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
 from rgmp_model.inference.labels import labelled_frames
@@ -34,8 +34,11 @@ from . import layers as layer_tools
 from .checkpoint_picker import CheckpointPicker
 from .checkpoints import file_key
 from .devices import available_devices
+from .export import ExportPanel, ExportSource
 from .layer_combo import LayerCombo
+from .output_store import OutputPolicy, prepare_output_layer
 from .plots import LinePlot
+from .working_size import WorkingSizeSpin
 from .propagate_job import JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
 
 NEW_LAYER = "(new layer)"
@@ -55,7 +58,7 @@ class PropagateWidget(QWidget):
         self.keyframes: list[int] = []  # the input layer's keyframes (or boxes), as shown
         self._inputs_key: tuple[str, str, int] | None = None
         self._stack: tuple[Any, Any] | None = None  # (frames, labels) of the running job
-        self._model_size = True  # the working size follows the model (None) until the user sets one
+        self.output_policy = OutputPolicy()  # outputs above its budget (2 GiB) go to a zarr store on disk
         self._build()
         self.destroyed.connect(self.job.abandon)
         self._on_model_changed()
@@ -76,18 +79,20 @@ class PropagateWidget(QWidget):
         self.checkpoint_combo, self.checkpoint_info = self.picker.combo, self.picker.info_label
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
-        self.max_size_spin = QSpinBox()
-        self.max_size_spin.setRange(0, 16384)
-        self.max_size_spin.setSingleStep(64)
-        self.max_size_spin.setSpecialValueText("full size")
+        self.max_size_spin = WorkingSizeSpin()  # the model's working size until the user sets one
         self.multiscale_check = QCheckBox("average scales 0.5, 0.75, 1")
+        self.region_combo = QComboBox()  # region mode: one full-resolution crop per object
+        self.region_combo.addItems(["auto", "on", "off"])
+        self.split_check = QCheckBox("daughter cells get new ids")
+        self.region_combo.currentTextChanged.connect(lambda text: self.split_check.setEnabled(text != "off"))
         self.output_combo = LayerCombo(self.viewer, napari.layers.Labels, none_text=NEW_LAYER)
         for label, widget in (("image", self.image_combo), ("propagate along axis", self.axis_combo),
                               ("labels", self.labels_combo), ("start from boxes", self.boxes_combo),
                               ("keyframes", self.keyframes_label), ("direction", self.direction_combo),
                               ("model", self.picker),
                               ("device", self.device_combo), ("working size (px)", self.max_size_spin),
-                              ("multi-scale", self.multiscale_check), ("output", self.output_combo)):
+                              ("multi-scale", self.multiscale_check), ("region mode", self.region_combo),
+                              ("divisions", self.split_check), ("output", self.output_combo)):
             form.addRow(label, widget)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -101,6 +106,7 @@ class PropagateWidget(QWidget):
         self.plot.set_y_range((0.0, 1.0))
         self.least_button = QPushButton("Go to least confident frame")
         self.keyframe_button = QPushButton("Use this frame as a keyframe")
+        self.export_panel = ExportPanel(self.export_source)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -108,6 +114,7 @@ class PropagateWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addWidget(self.least_button)
         layout.addWidget(self.keyframe_button)
+        layout.addWidget(self.export_panel)
         layout.addStretch(1)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -115,8 +122,7 @@ class PropagateWidget(QWidget):
         self.keyframe_button.clicked.connect(self.use_current_frame_as_keyframe)
         self.plot.clicked.connect(lambda x: self.go_to_frame(int(round(x))))
         self.picker.changed.connect(self._on_model_changed)
-        self.picker.described.connect(self._on_model_described)
-        self.max_size_spin.valueChanged.connect(self._on_max_size_set)
+        self.picker.described.connect(self.max_size_spin.show_model)
         for combo in (self.image_combo, self.labels_combo, self.axis_combo, self.boxes_combo):
             combo.currentIndexChanged.connect(self._update_inputs)
         self._enable_after_run(False)
@@ -189,26 +195,15 @@ class PropagateWidget(QWidget):
         return self.picker.path()
 
     def _on_model_changed(self, *_: Any) -> None:
-        self._model_size = True
-        self._on_model_described(self.picker.description())
-
-    def _on_model_described(self, description: Any) -> None:
-        """Show the working size the model was made for (0: full size) while it applies."""
-        if self._model_size:
-            size = description.info.working_size if description is not None and description.ok else None
-            self.max_size_spin.blockSignals(True)
-            self.max_size_spin.setValue(size or 0)
-            self.max_size_spin.blockSignals(False)
-
-    def _on_max_size_set(self, *_: Any) -> None:
-        self._model_size = False
+        self.max_size_spin.follow_model(self.picker.description())
 
     def options(self) -> PropagationOptions:
         """The propagation options the controls say (checked by PropagationOptions)."""
         return PropagationOptions(
             direction=self.direction_combo.currentText(), device=self.device_combo.currentText(),
             scales=MULTISCALE if self.multiscale_check.isChecked() else None,
-            max_size=None if self._model_size else self.max_size_spin.value(),
+            max_size=self.max_size_spin.max_size(),
+            region=self.region_combo.currentText(), split_divisions=self.split_check.isChecked(),
         )
 
     # ---------------------------------------------------------------------------------- running
@@ -302,25 +297,20 @@ class PropagateWidget(QWidget):
 
     def _prepare_output(self, frames: Any, labels: Any) -> None:
         """The chosen output layer, or a new "<labels> propagated" one; the stack's frames cleared."""
-        source = self.labels_combo.layer()
-        chosen = self.output_combo.layer()
-        if chosen is not None:
-            if chosen.data.shape != source.data.shape:
-                raise ValueError(f"output layer '{chosen.name}' has shape {chosen.data.shape}, "
-                                 f"not {source.data.shape}: choose {NEW_LAYER}")
-            self.output_layer = chosen
-        else:
-            name = f"{source.name} propagated"
-            existing = self.viewer.layers[name] if name in self.viewer.layers else None
-            if existing is not None and existing.data.shape == source.data.shape:
-                self.output_layer = existing
-            else:
-                data = np.zeros(source.data.shape, dtype=np.result_type(source.data.dtype, np.uint16))
-                self.output_layer = self.viewer.add_labels(data, name=name, scale=source.scale,
-                                                           translate=source.translate)
-        for t in range(len(frames)):
-            self.output_layer.data[frames.selection.index(t)] = 0
-        self.output_layer.refresh()
+        self.output_layer = prepare_output_layer(self.viewer, self.labels_combo.layer(), self.output_combo.layer(),
+                                                 frames, self.output_policy, NEW_LAYER)
+
+    def export_source(self) -> ExportSource:
+        """What the export buttons write: the output layer, its propagated stack, the divisions."""
+        if self.worker is not None:
+            raise ValueError("a propagation is running: export when it has finished")
+        if self.output_layer is None or self.output_layer not in self.viewer.layers or self._stack is None:
+            raise ValueError("run a propagation first: the export writes its output layer")
+        selection = self._stack[0].selection
+        parents = dict(getattr(self.session, "divisions", None) or {}) if self.session is not None else {}
+        inputs = tuple(str(layer.source.path) for layer in self.viewer.layers if layer.source.path)
+        return ExportSource(self.output_layer.data, layer_tools.LayerFrames(self.output_layer.data, selection),
+                            self.output_layer.name, parents, inputs)
 
     # ---------------------------------------------------------------------------------- results
     def _on_result(self, result: JobResult) -> None:

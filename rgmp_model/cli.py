@@ -1,19 +1,22 @@
-"""The ``rgmp`` command line: ``rgmp propagate``, ``rgmp evaluate`` and ``rgmp models``."""
+"""The ``rgmp`` command line: ``rgmp propagate`` (in :mod:`rgmp_model.cli_propagate`), ``rgmp evaluate``
+and ``rgmp models``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 from rgmp_model import __version__
+from rgmp_model.cli_propagate import add_propagate
 
 _EPILOG = """examples:
   rgmp propagate JPEGImages/480p/blackswan --labels Annotations/480p/blackswan/00000.png \\
        --checkpoint weights.pth --out results/blackswan
   rgmp propagate cells.tif --labels cells_labels.tif --direction both --out cells_propagated.tif
+  rgmp propagate embryo.tif --labels embryo_labels.tif --axis z --out embryo_rgmp.zarr   # TZYX, per t
+  rgmp propagate cells.tif --labels cells_labels.tif --format ctc --out 01_RES --region on --split-divisions
   rgmp evaluate results/ DAVIS/ --csv scores.csv
   rgmp models                       # bundled and user checkpoints, hashes verified
   rgmp models --add finetuned.pt    # copy a checkpoint into the user model folder
@@ -29,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"napari-rgmp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_propagate(commands)
+    add_propagate(commands)
     _add_evaluate(commands)
     _add_models(commands)
     args = parser.parse_args(argv)
@@ -38,97 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"rgmp {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-# ------------------------------------------------------------------------------------ propagate
-
-
-def _add_propagate(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "propagate",
-        help="propagate labels from annotated frames to a whole stack",
-        description="IMAGES: a TIFF stack, a folder of frames (DAVIS layout) or one image. "
-        "LABELS: a label image for one frame (--reference-frame, default 0) or a label stack "
-        "(TIFF or folder) whose labelled frames are all keyframes (unless --reference-frame "
-        "picks one). Output: a label TIFF when OUT ends in .tif/.tiff, otherwise a folder of "
-        "palette PNGs named like the input frames (DAVIS layout). Frames that the chosen "
-        "direction does not reach are left empty (TIFF) or not written (PNG folder).",
-    )
-    p.add_argument("images", type=Path, help="TIFF stack, folder of frames, or image")
-    p.add_argument("--labels", type=Path, required=True, help="label image or label stack")
-    p.add_argument("--reference-frame", type=int, default=None, metavar="N",
-                   help="frame the label image belongs to (default 0), or the one frame of a label stack to use")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="napari-rgmp checkpoint or the authors' weights.pth (default: the bundled model)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output .tif file or PNG folder (default: <images name>_rgmp.tif in the current directory)")
-    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
-    p.add_argument("--official", action="store_true",
-                   help="the authors' procedure: objects one by one, background pass, 3 scales")
-    p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
-    p.add_argument("--max-size", type=int, default=None, metavar="PX",
-                   help="bound on the longer side of the working resolution; 0 = full size (default: "
-                   "the model's working_size metadata when it has one, else full size)")
-    p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
-                   help="flow guidance: warp the previous mask along optical flow first (default mode only)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.set_defaults(run=_run_propagate)
-
-
-def _default_checkpoint() -> Path:
-    from rgmp_model.nn.models import bundled_checkpoint
-
-    bundled = bundled_checkpoint()
-    if bundled is not None:
-        return bundled
-    raise FileNotFoundError(
-        "no --checkpoint given and this napari-rgmp has no bundled default model: pass "
-        "--checkpoint with a napari-rgmp checkpoint or the authors' weights.pth"
-    )
-
-
-def _run_propagate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack
-    from rgmp_model.inference.options import MULTISCALE, PropagationOptions
-    from rgmp_model.inference.session import open_session
-    from rgmp_model.io.stack_io import open_image_stack
-
-    images = open_image_stack(args.images)
-    labels = open_label_stack(args.labels)
-    out = args.out if args.out is not None else Path(f"{args.images.stem}_rgmp.tif")
-    if out.resolve() in (args.images.resolve(), args.labels.resolve()):
-        raise ValueError(f"--out {out} would overwrite an input: choose another path")
-    options = PropagationOptions(
-        direction=args.direction, mode="official" if args.official else "default",
-        scales=MULTISCALE if args.multiscale else None, max_size=args.max_size, device=args.device,
-        precision=args.precision, flow=args.flow,
-    )
-    session = open_session(args.checkpoint or _default_checkpoint(), images, options)
-    info, (height, width) = session.checkpoint, session.working_size
-    print(f"model: {info.path.name} ({info.describe()}) on {session.device}, working size {width}x{height}")
-    if labels.shape[0] == 1 or args.reference_frame is not None:
-        reference = 0 if args.reference_frame is None else args.reference_frame
-        source = 0 if labels.shape[0] == 1 else reference
-        if labels.shape[0] > 1 and not 0 <= source < labels.shape[0]:
-            raise ValueError(f"--reference-frame {reference} is outside the label stack (0..{labels.shape[0] - 1})")
-        session.add_keyframe(reference, labels[source])
-    else:
-        session.add_keyframes_from_stack(labels)
-    total = session.total_frames()
-    shape = (session.frames.num_frames, session.frames.height, session.frames.width)
-    names = frame_names(images, shape[0])
-    started = time.perf_counter()
-    with LabelStackWriter(out, shape, session.object_ids.dtype, frame_names=names) as writer:
-        results = session.propagate()
-        for t, frame_labels, _ in tqdm(results, total=total, unit="frame", desc="propagating"):
-            writer[t] = frame_labels
-    elapsed = time.perf_counter() - started
-    print(f"{total} frames ({len(session.keyframes)} keyframe(s), {len(session.object_ids)} object(s)) "
-          f"in {elapsed:.1f} s ({total / elapsed:.2f} frames/s) -> {out}")
-    return 0
 
 
 # ------------------------------------------------------------------------------------ evaluate

@@ -90,3 +90,18 @@ def test_refusals_say_what_to_do(tmp_path) -> None:
     (tmp_path / "bad").mkdir()
     with pytest.raises(ValueError, match="mask000.tif"):
         read_ctc(tmp_path / "bad")
+
+
+def test_a_mother_that_keeps_its_id_after_dividing_ends_there(tmp_path) -> None:
+    """Region mode keeps the mother's id on its larger part: in CTC terms the mother ends at the
+    division and that part continues as a daughter (a new label), beside the other daughter."""
+    stack = np.zeros((6, 16, 16), np.uint8)
+    stack[:, 4:10, 4:10] = 1  # the mother, on every frame
+    stack[3:, 12:15, 12:15] = 6  # its daughter, split off on frame 3
+    tracks = write_ctc(tmp_path / "res", stack, parents={6: 1})
+    read, reread = read_ctc(tmp_path / "res")
+    assert reread == tracks and tracks == [Track(1, 0, 2, 0), Track(6, 3, 5, 1), Track(7, 3, 5, 1)]
+    assert_valid_ctc(read, tracks)
+    expected = stack.copy()
+    expected[3:][stack[3:] == 1] = 7
+    np.testing.assert_array_equal(read, expected)

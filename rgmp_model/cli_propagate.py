@@ -1,0 +1,243 @@
+"""``rgmp propagate``: its options and its run (the other commands are in :mod:`rgmp_model.cli`).
+
+A (T, H, W[, C]) stack is one propagation. A stack with time and z (TZYX, ZTYX, ...) is propagated
+along ``--axis`` once per index of the other axis, each from the keyframes of its own labels. The
+output is written frame by frame as the engine yields it (a TIFF or zarr store on disk, a PNG
+folder, or the Cell Tracking Challenge layout), so it never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DESCRIPTION = (
+    "IMAGES: a TIFF stack (also LZW/deflate compressed, ImageJ or OME hyperstacks), a zarr array or "
+    "OME-Zarr group, a folder of frames (DAVIS layout) or one image. A stack with time and z axes "
+    "(TZYX, ZTYX; axes from the file, else guessed T then Z, or named with --axes) is propagated along "
+    "--axis once per index of the other axis. LABELS: a label image for one frame (--reference-frame, "
+    "default 0), a label stack (TIFF, zarr or folder) whose labelled frames are all keyframes (unless "
+    "--reference-frame picks one), or for a stack with time and z a label stack with the same axes "
+    "(each index propagated from its own keyframes); a 2-D or 3-D label file then belongs to the index "
+    "--at of the other axis. OUT: a .tif or .zarr label stack (the input's axes, without channels) or a "
+    "folder of palette PNGs named like the input frames, written frame by frame; --format ctc writes "
+    "the Cell Tracking Challenge layout. Frames that the chosen direction does not reach stay empty "
+    "(TIFF, zarr, CTC) or are not written (PNG folder)."
+)
+
+
+def add_propagate(commands: argparse._SubParsersAction) -> None:
+    """The ``propagate`` sub-command and its options."""
+    p = commands.add_parser("propagate", help="propagate labels from annotated frames to a whole stack",
+                            description=DESCRIPTION)
+    p.add_argument("images", type=Path, help="TIFF stack, zarr store, folder of frames, or image")
+    p.add_argument("--labels", type=Path, required=True, help="label image, label stack or label hyperstack")
+    p.add_argument("--reference-frame", type=int, default=None, metavar="N",
+                   help="frame the label image belongs to (default 0), or the one frame of a label stack to use")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="napari-rgmp checkpoint or the authors' weights.pth (default: the bundled model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output .tif, .zarr or PNG folder, or with --format ctc a result folder (default: "
+                   "<images name>_rgmp.tif, or <images name>_RES, in the current directory)")
+    p.add_argument("--format", choices=("auto", "ctc"), default="auto",
+                   help="auto: from OUT's suffix; ctc: the Cell Tracking Challenge layout (mask000.tif ..., "
+                   "res_track.txt)")
+    p.add_argument("--axis", default=None, metavar="t|z|N",
+                   help="for a stack with time and z: the axis to propagate along (a letter or the axis "
+                   "number in the file; default t)")
+    p.add_argument("--axes", default=None, metavar="LETTERS",
+                   help="the input's axes when the file does not name them, e.g. ZTYX or TCYX (letters TZCYX)")
+    p.add_argument("--at", type=int, default=None, metavar="I",
+                   help="the index of the other axis a 2-D or 3-D LABELS file belongs to (time and z stacks)")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="the channel to propagate on, for images with channels other than 1 or 3 (RGB)")
+    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--official", action="store_true",
+                   help="the authors' procedure: objects one by one, background pass, 3 scales")
+    p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
+    p.add_argument("--max-size", type=int, default=None, metavar="PX",
+                   help="bound on the longer side of the working resolution; 0 = full size (default: "
+                   "the model's working_size metadata when it has one, else full size)")
+    p.add_argument("--region", choices=("auto", "on", "off"), default="auto",
+                   help="region mode for many small objects (one full-resolution crop per object): auto "
+                   "decides from the keyframe's objects and frame size")
+    p.add_argument("--split-divisions", action="store_true",
+                   help="in region mode, a part that separates from an object becomes a new object with "
+                   "its parent recorded (res_track.txt parents with --format ctc)")
+    p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
+                   help="flow guidance: warp the previous mask along optical flow first (default mode only)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.set_defaults(run=run_propagate)
+
+
+def default_checkpoint() -> Path:
+    """The bundled model, or a FileNotFoundError that says to pass --checkpoint."""
+    from rgmp_model.nn.models import bundled_checkpoint
+
+    bundled = bundled_checkpoint()
+    if bundled is not None:
+        return bundled
+    raise FileNotFoundError(
+        "no --checkpoint given and this napari-rgmp has no bundled default model: pass "
+        "--checkpoint with a napari-rgmp checkpoint or the authors' weights.pth"
+    )
+
+
+def output_path(args: argparse.Namespace) -> tuple[Path, str]:
+    """(path, kind): kind "ctc", "tif", "zarr" or "png" (a folder)."""
+    from rgmp_model.io.stack_io import TIFF_SUFFIXES
+
+    stem = args.images.stem if args.images.suffix.lower() in (*TIFF_SUFFIXES, ".zarr") else args.images.name
+    if args.format == "ctc":
+        return (args.out or Path(f"{stem}_RES")), "ctc"
+    out = args.out or Path(f"{stem}_rgmp.tif")
+    suffix = out.suffix.lower()
+    return out, "tif" if suffix in TIFF_SUFFIXES else "zarr" if suffix == ".zarr" else "png"
+
+
+def _label_hyperstack(path: Path) -> Any:
+    """LABELS as a hyperstack when it has two stack axes (time and z), else None."""
+    from rgmp_model.io.hyperstack import open_hyperstack
+    from rgmp_model.io.stack_io import TIFF_SUFFIXES, is_zarr
+
+    if not (is_zarr(path) or (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES)):
+        return None
+    try:
+        labels = open_hyperstack(path)
+        planar = labels.axes.find("C")
+        free = [a for a in "TZ" if a not in labels.axes]
+        if 0 <= planar < len(labels.axes) - 1 and free:  # tifffile's planar "RGB" for an axis of 3 or 4: frames
+            labels = open_hyperstack(path, labels.axes.replace("C", free[0]))
+    except ValueError:
+        return None  # not a hyperstack: read as a label stack or image (open_label_stack says what is wrong)
+    return labels if len(labels.stack_axes) == 2 else None
+
+
+def read_keyframes(args: argparse.Namespace, view: Any) -> dict[int, dict[int, np.ndarray]]:
+    """{index of the other axis: {frame: (H, W) labels}} from LABELS (see DESCRIPTION)."""
+    from rgmp_model.inference.labels import labelled_frames
+    from rgmp_model.io.label_io import open_label_stack
+
+    ref, n, other = args.reference_frame, view.num_frames, view.other_name
+    if args.at is not None and other is None and args.at != 0:
+        raise ValueError(f"--at picks an index of the other axis of a stack with time and z, but {args.images} "
+                         f"is one {view.along_name} stack: leave --at out")
+    if args.at is not None and not 0 <= args.at < view.count:
+        raise ValueError(f"--at {args.at} is outside the {other} axis (0..{view.count - 1})")
+    hyper = _label_hyperstack(args.labels) if view.count > 1 else None
+    if hyper is not None:
+        if ref is not None and not 0 <= ref < n:
+            raise ValueError(f"--reference-frame {ref} is outside the {view.along_name} axis (0..{n - 1})")
+        found: dict[int, dict[int, np.ndarray]] = {}
+        for i in [args.at] if args.at is not None else range(view.count):
+            frames = view.label_frames(hyper, i)
+            for t in [ref] if ref is not None else labelled_frames(frames):
+                labels = np.asarray(frames[t])
+                if labels.any():
+                    found.setdefault(i, {})[t] = labels
+        if not found:
+            raise ValueError(f"the labels {args.labels} have no labels on any frame: paint at least one object")
+        return found
+    if view.count > 1 and args.at is None:
+        raise ValueError(f"{args.labels} holds labels for one {view.along_name} stack but {args.images} has "
+                         f"{view.count} along {other}: say which with --at I, or give labels with the image's axes")
+    labels = open_label_stack(args.labels)
+    if len(labels) == 1 or ref is not None:
+        source = 0 if len(labels) == 1 else ref
+        if not 0 <= source < len(labels):
+            raise ValueError(f"--reference-frame {ref} is outside the label stack (0..{len(labels) - 1})")
+        return {args.at or 0: {0 if ref is None else ref: np.asarray(labels[source])}}
+    if len(labels) != n:
+        raise ValueError(f"the label stack {args.labels} has {len(labels)} frames but the images have {n} along "
+                         f"{view.along_name}: give one label image per frame, or one image with --reference-frame")
+    keys = {t: np.asarray(labels[t]) for t in labelled_frames(labels)}
+    if not keys:
+        raise ValueError("the label stack has no labels on any frame: paint at least one object")
+    return {args.at or 0: keys}
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from rgmp_model.inference.options import MULTISCALE, PropagationOptions
+
+    return PropagationOptions(
+        direction=args.direction, mode="official" if args.official else "default",
+        scales=MULTISCALE if args.multiscale else None, max_size=args.max_size, device=args.device,
+        precision=args.precision, flow=args.flow, region=args.region, split_divisions=args.split_divisions,
+    )
+
+
+def check_output(out: Path, kind: str, view: Any) -> None:
+    """Refuse an output that cannot hold the result: CTC and PNG folders hold one stack."""
+    if view.count > 1 and kind == "ctc":
+        raise ValueError(f"the Cell Tracking Challenge layout holds one time-lapse, but the images have "
+                         f"{view.count} stacks along {view.other_name}: write a .tif or .zarr instead")
+    if view.count > 1 and kind == "png":
+        raise ValueError(f"--out {out}: a PNG folder holds one stack; for {view.out_axes} output use .tif or .zarr")
+
+
+def open_writer(out: Path, kind: str, view: Any, dtype: np.dtype) -> Any:
+    """The writer that puts each frame on disk as it comes (``writer[index] = labels``)."""
+    from rgmp_model.io.ctc_export import CTCWriter
+    from rgmp_model.io.label_io import LabelStackWriter, frame_names
+
+    if kind == "ctc":
+        return CTCWriter(out, view.num_frames)
+    names = frame_names(view.stack.data, view.num_frames) if kind == "png" else None
+    return LabelStackWriter(out, view.out_shape, dtype, frame_names=names, axes=view.out_axes)
+
+
+def run_propagate(args: argparse.Namespace) -> int:
+    """Propagate every stack of IMAGES from its keyframes, writing each frame as it comes."""
+    from tqdm import tqdm
+
+    from rgmp_model.inference.labels import ObjectIds
+    from rgmp_model.inference.session import open_session
+    from rgmp_model.io.hyperstack import open_hyperstack
+    from rgmp_model.io.outputs import check_not_input
+
+    images = open_hyperstack(args.images, axes=args.axes)
+    view = images.along(args.axis, args.channel)
+    out, kind = output_path(args)
+    checkpoint = args.checkpoint or default_checkpoint()
+    check_not_input(out, [args.images, args.labels, checkpoint], "--out")
+    check_output(out, kind, view)
+    keyframes = read_keyframes(args, view)
+    options = _options(args)
+    objects = ObjectIds.from_frames([f for keys in keyframes.values() for f in keys.values()])
+    dtype = np.result_type(objects.dtype, np.uint16) if options.split_divisions else objects.dtype  # daughters' ids
+    started, done, writer, session = time.perf_counter(), 0, None, None
+    bar = tqdm(total=0, unit="frame", desc="propagating")
+    try:
+        for i, keys in sorted(keyframes.items()):
+            session = open_session(checkpoint, view.frames(i), options)
+            session.set_keyframes(keys)
+            if writer is None:  # once the model has loaded
+                (height, width), info = session.working_size, session.checkpoint
+                print(f"model: {info.path.name} ({info.describe()}) on {session.device}, working size {width}x{height}")
+                writer = open_writer(out, kind, view, dtype)
+            bar.total += session.total_frames()
+            bar.refresh()
+            for t, labels, _ in session.propagate():
+                writer[view.out_index(i, t)] = labels
+                done += 1
+                bar.update(1)
+    except BaseException:
+        if writer is not None and hasattr(writer, "abort"):
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    if kind == "ctc":
+        writer.parents = dict(getattr(session, "divisions", None) or {})
+    writer.close()
+    elapsed = time.perf_counter() - started
+    where = f" in {len(keyframes)} {view.along_name} stacks along {view.other_name}" if view.count > 1 else ""
+    keys = sum(len(k) for k in keyframes.values())
+    print(f"{done} frames ({keys} keyframe(s), {len(objects)} object(s)){where} in {elapsed:.1f} s "
+          f"({done / elapsed:.2f} frames/s) -> {out}")
+    return 0
