@@ -103,7 +103,8 @@ def output_path(args: argparse.Namespace) -> tuple[Path, str]:
 def _label_hyperstack(path: Path) -> Any:
     """LABELS as a hyperstack when it has two stack axes (time and z), else None."""
     from rgmp_model.io.hyperstack import open_hyperstack
-    from rgmp_model.io.stack_io import TIFF_SUFFIXES, is_zarr
+    from rgmp_model.io.stack_io import TIFF_SUFFIXES
+    from rgmp_model.io.zarr_stacks import is_zarr
 
     if not (is_zarr(path) or (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES)):
         return None

@@ -29,10 +29,9 @@ from rgmp_model.io.stack_io import (
     PathLike,
     _existing,
     _guess_axes,
-    is_zarr,
     open_image_stack,
-    open_zarr_array,
 )
+from rgmp_model.io.zarr_stacks import is_zarr, open_zarr_array
 
 __all__ = ["AXES", "Hyperstack", "PlaneFrames", "StackView", "open_hyperstack"]
 

@@ -23,12 +23,11 @@ from rgmp_model.io.stack_io import (
     FrameFolder,
     PathLike,
     Stack,
-    ZarrFrames,
     _existing,
     _open_tiff,
     _read_tiff_frame,
-    is_zarr,
 )
+from rgmp_model.io.zarr_stacks import ZarrFrames, is_zarr
 
 
 @lru_cache(maxsize=1)
