@@ -9,6 +9,7 @@ import pytest
 from training.augment import (
     color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
 )
+from shapes import disc as _disc, iou as _iou  # noqa: F401
 
 # Bounds derived from the default parameters (see the docstrings of training.augment).
 S_LO, S_HI, TPS_AREA = 0.8, 1.2, 1.25  # random_geometric_transform: scale range, spline area change
@@ -16,14 +17,6 @@ PREV_SCALE, PREV_AREA = 0.05, 1.5  # deform_previous_mask: per-axis scale, splin
 RASTER = 0.04  # relative area error of rasterising the outline of a disc of radius >= 30 px
 
 
-def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 # --------------------------------------------------------------------------- deformations
 

@@ -8,10 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import tifffile
-import torch
 import zarr
 
-from rgmp_model import PropagationOptions, build_rgmp, open_session, save_checkpoint
+from rgmp_model import PropagationOptions, open_session
 from rgmp_model.cli import main
 from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 from rgmp_model.inference import session as session_module
@@ -19,12 +18,6 @@ from rgmp_model.io.ctc_export import read_ctc
 from test_ctc_export import assert_valid_ctc
 
 H = W = 64
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_rgmp("resnet18", 8), {"recipe": "random"})
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 
@@ -19,13 +18,7 @@ from rgmp_model.io.label_io import (
     read_label_image,
     write_palette_png,
 )
-from rgmp_model.io.stack_io import (
-    FrameFolder,
-    TiffFrames,
-    natural_sort_key,
-    open_image_stack,
-    read_image,
-)
+from rgmp_model.io.stack_io import FrameFolder, open_image_stack, read_image
 
 from io_fixtures import RNG, grey_frames as _grey_frames, palette_png as _palette_png  # noqa: F401
 

@@ -6,23 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 import zarr
 from napari.utils.notifications import notification_manager
 
 from napari_rgmp import export as export_module
 from napari_rgmp.output_store import DEFAULT_OUTPUT_BUDGET, OutputPolicy
-from rgmp_model import PropagationOptions, build_rgmp, save_checkpoint
+from rgmp_model import PropagationOptions
 from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 from rgmp_model.io.ctc_export import read_ctc
 from test_ctc_export import assert_valid_ctc
 from test_propagate_widget import engine_output, errors_since, run_and_wait
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", build_rgmp("resnet18", 8), {"recipe": "random"})
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,6 @@ H, W = 64, 80
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", build_rgmp("resnet18", 8), {"recipe": "random"})
-
-
-@pytest.fixture(scope="module")
 def sequence():
     return synthetic_video(num_frames=8, height=H, width=W, num_objects=2, seed=2)
 

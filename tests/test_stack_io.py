@@ -11,14 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from rgmp_model.io.label_io import (
-    LabelStackWriter,
-    davis_palette,
-    frame_names,
-    open_label_stack,
-    read_label_image,
-    write_palette_png,
-)
+from rgmp_model.io.label_io import open_label_stack, read_label_image
 from rgmp_model.io.stack_io import (
     FrameFolder,
     TiffFrames,

@@ -19,6 +19,7 @@ from training.augment import (
 from training.static_pairs import StaticPairDataset
 from training.still_sources import FolderSource, VideoStills, VOCSource
 from training.video_sources import DavisSource, SyntheticVideoSource, TiffVideoSource
+from shapes import disc as _disc, iou as _iou  # noqa: F401
 
 
 def davis_stills(root: Path, sequences=None, exclude=(), every: int = 1) -> VideoStills:
@@ -52,14 +53,6 @@ def _palette_png(path: Path, labels: np.ndarray) -> None:
     im.save(path)
 
 
-def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 class ListSource:
