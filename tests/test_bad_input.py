@@ -77,3 +77,19 @@ def test_huge_label_ids_never_size_an_allocation() -> None:
 
     item = StaticPairDataset([HugeIds()], crop_size=(32, 32), length=2)[0]
     assert item["reference_mask"].sum() > 0
+
+
+def test_a_session_never_moves_the_callers_network_in_place() -> None:
+    from rgmp_model import PropagationSession
+
+    torch.manual_seed(1)
+    model = build_rgmp("resnet18", 8)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    frames = np.zeros((2, 32, 32), np.uint8)
+    session = PropagationSession(model, frames, device="meta")  # a device with no data at all
+    assert session.model is not model and next(session.model.parameters()).device.type == "meta"
+    assert all(t.device.type == "cpu" for t in model.state_dict().values())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    same = PropagationSession(model, frames, device="cpu")
+    assert same.model is model  # already there: used as is, no copy

@@ -27,7 +27,7 @@ from rgmp_model.inference.flow import dense_flow, grey, warp_along_flow
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
 from rgmp_model.inference.labels import ObjectIds, validate_label_frame
-from rgmp_model.nn.network import RGMP
+from rgmp_model.nn.network import RGMP, model_on_device
 from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
 from rgmp_model.inference.plan import Stretch, plan_stretches
 from rgmp_model.inference.region_stretch import KeyframeRegions, RegionRunner, uses_region_mode
@@ -43,7 +43,8 @@ FrameResult = tuple[int, np.ndarray, dict[int, float]]
 class PropagationSession:
     """All state of one propagation job over one image stack (as Cutie's InferenceCore).
 
-    model: an :class:`RGMP` network (moved to the device in channels-last format, eval mode).
+    model: an :class:`RGMP` network, used as is (eval mode, channels-last) when it is on the
+        session's device; otherwise a copy is moved there and the caller's network is untouched.
     frames: (T, H, W) grey or (T, H, W, C) array-like, uint8 / uint16 / float, read lazily.
     options: :class:`PropagationOptions` (default: all defaults); ``checkpoint``: the model's
         :class:`CheckpointInfo`, whose recorded working size applies when ``options.max_size`` is
@@ -72,7 +73,7 @@ class PropagationSession:
         self.options = options.resolved(checkpoint.working_size if checkpoint is not None else None)
         self.frames = FrameStack(frames)
         self.device = resolve_device(self.options.device)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model_on_device(model, self.device)
         object_batch = self.options.object_batch
         if object_batch is None and self.device.type == "cpu":
             object_batch = 1  # see inference.py: batching objects is slower on CPUs

@@ -14,6 +14,8 @@ did in PyTorch 0.3.1, with which the authors trained their released ``weights.pt
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -194,3 +196,16 @@ def build_rgmp(
     """Build an RGMP network with random weights (ImageNet encoder weights on request, read from
     local files: nothing is ever downloaded)."""
     return RGMP(ModelConfig(backbone, decoder_channels), imagenet_weights=imagenet_weights)
+
+
+def model_on_device(model: RGMP, device: torch.device | str) -> RGMP:
+    """``model`` in eval mode and channels-last on ``device``: the network itself when all its
+    tensors are there already, else a moved copy (a caller's network is never moved in place)."""
+    device = torch.device(device)
+
+    def there(t: Tensor) -> bool:  # "cuda" means the current GPU: any index matches it
+        return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+    if not all(there(t) for t in (*model.parameters(), *model.buffers())):
+        model = copy.deepcopy(model)
+    return model.to(device, memory_format=torch.channels_last).eval()
