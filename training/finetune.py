@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint
 from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.io.label_io import open_label_stack
@@ -155,18 +156,6 @@ class StackPairDataset(StaticPairDataset):
         }
 
 
-def refuse_overwriting_inputs(out: str | Path | None, inputs: list[str | Path | None]) -> None:
-    """Raise ValueError when ``out`` is (or links to) one of ``inputs``: a fine-tuned checkpoint
-    never replaces its base, the images or the labels."""
-    if out is None:
-        return
-    target = Path(out).expanduser().resolve()
-    for given in inputs:
-        if given is not None and Path(given).expanduser().resolve() == target:
-            raise ValueError(f"the output {out} is an input of this run ({given}): choose another file name, "
-                             "the base checkpoint and your data are never overwritten")
-
-
 def _training_frames(images: Any, labels: Any) -> tuple[int, ...]:
     """The labelled frames of ``labels`` (checked against ``images`` and validated)."""
     shape = tuple(getattr(labels, "shape", ()))
@@ -205,7 +194,7 @@ def finetune_on_stack(
     """
     check_finetune_config(config)
     options = config.finetune
-    refuse_overwriting_inputs(options.out, [options.base, *(p for p in (options.images, options.labels) if p)])
+    check_not_input(options.out, [options.base, options.images, options.labels])  # never over its base or data
     model, base_info = load_checkpoint(options.base)  # the base is read once
     frames = _training_frames(images, labels)
     source = AnnotatedFrames(images, labels, frames)

@@ -1,7 +1,7 @@
 """Where results may be written: never over a user's input files or folders.
 
-The command line (``rgmp propagate --out``) and the Propagate widget's export both check their
-target with :func:`check_not_input` before anything is written.
+The command line (``rgmp propagate --out``), the Propagate widget's export and fine-tuning (its
+output checkpoint) check their target with :func:`check_not_input` before anything is written.
 """
 
 from __future__ import annotations
@@ -23,4 +23,5 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
             continue
         source = Path(path).expanduser().resolve()
         if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
-            raise ValueError(f"{what} {out} would overwrite an input ({path}): choose a path outside the inputs")
+            raise ValueError(f"{what} {out} would overwrite an input: {path} is an input of this run; choose a "
+                             "path outside the inputs (inputs are never overwritten)")
