@@ -102,11 +102,12 @@ def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     holding its ids."""
     import tifffile
 
+    from rgmp_model.io.label_io import smallest_label_dtype
+
     array = np.asarray(data)
     if array.dtype.kind not in "iub" or (array.size and array.min() < 0):
         raise ValueError(f"cannot write {path}: labels must be non-negative integers")
-    top = int(array.max()) if array.size else 0
-    dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+    dtype = smallest_label_dtype(int(array.max()) if array.size else 0)
     axes = "TYX" if array.ndim == 3 else "YX" if array.ndim == 2 else None
     tifffile.imwrite(path, array.astype(dtype), photometric="minisblack", metadata={"axes": axes} if axes else {})
     return [path]

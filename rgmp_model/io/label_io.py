@@ -59,6 +59,11 @@ def _binary_to_01(grey: np.ndarray) -> np.ndarray:
     return grey
 
 
+def smallest_label_dtype(max_id: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds ids 0..``max_id`` (uint8, uint16 or uint32)."""
+    return np.dtype(np.uint8 if max_id <= 255 else np.uint16 if max_id <= 65535 else np.uint32)
+
+
 def _rgb_to_labels(rgb: np.ndarray) -> np.ndarray:
     """(H,W,3|4) uint8 colours -> (H,W) ids: DAVIS colours get their index, others the next free id."""
     if rgb.shape[-1] == 4:
@@ -78,8 +83,7 @@ def _rgb_to_labels(rgb: np.ndarray) -> np.ndarray:
             ids[j], next_id = next_id, next_id + 1
         else:
             ids[j] = known[j]
-    dtype = np.uint8 if ids.max() <= 255 else np.uint16 if ids.max() <= 65535 else np.uint32
-    return ids.astype(dtype)[inverse.ravel()].reshape(packed.shape)
+    return ids.astype(smallest_label_dtype(int(ids.max())))[inverse.ravel()].reshape(packed.shape)
 
 
 def _check_label_dtype(dtype: np.dtype, name: str) -> None:
