@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from rgmp_model.io.outputs import check_not_input
-from rgmp_model.nn.checkpoint import load_checkpoint
+from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
 from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.io.label_io import open_label_stack
 from rgmp_model.inference.labels import labelled_frames, validate_label_frame
@@ -189,7 +188,8 @@ def finetune_on_stack(
     (:func:`check_finetune_config` rejects keys that cannot apply); crops are clamped to the frame
     (:func:`finetune_crop`). ``on_progress(iteration, total, loss)`` after every step;
     ``should_stop()`` ends early (the checkpoint is still written). The new checkpoint's metadata
-    records the base checkpoint, the frames used, the iterations and the loss curve. GPU memory
+    records the base checkpoint, the frames used, the iterations and the loss curve; its weights
+    are stored in fp16 like the bundled model's, written atomically. GPU memory
     is released before returning.
     """
     check_finetune_config(config)
@@ -217,9 +217,11 @@ def finetune_on_stack(
                           metadata=metadata, on_progress=on_progress, should_stop=should_stop,
                           show_progress=show_progress)
         written = trainer.fit()
-        out = Path(options.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(written), out)
+        # fp16 like the bundled model (half the file; loaded as float32), written atomically: a
+        # failure never leaves a half-written file under ``out``.
+        trained, trained_info = load_checkpoint(written)
+        out = save_checkpoint(options.out, trained, trained_info.metadata, dtype=torch.float16)
+        Path(written).unlink(missing_ok=True)
         return out
     finally:
         del model

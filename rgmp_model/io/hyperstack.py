@@ -27,6 +27,7 @@ from rgmp_model.io.stack_io import (
     TIFF_SUFFIXES,
     LazyFrames,
     PathLike,
+    _check_tiff_complete,
     _existing,
     _guess_axes,
     open_image_stack,
@@ -43,8 +44,8 @@ class PlaneFrames(LazyFrames):
     """(T, H, W) or (T, H, W, C) frames of an N-D array: frame t is the plane at index t of axis
     ``along``, with the axes in ``fixed`` ({axis: index}) held; what is left must be Y, X (and C)."""
 
-    def __init__(self, data: Any, axes: str, along: int, fixed: dict[int, int]) -> None:
-        self.data, self.along, self.fixed = data, along, dict(fixed)
+    def __init__(self, data: Any, axes: str, along: int, fixed: dict[int, int], name: str = "the stack") -> None:
+        self.data, self.along, self.fixed, self.name = data, along, dict(fixed), name
         kept = [a for a in range(len(axes)) if a != along and a not in self.fixed]
         letters = [axes[a] for a in kept]
         self._order = [letters.index("Y"), letters.index("X"), *([letters.index("C")] if "C" in letters else [])]
@@ -55,7 +56,12 @@ class PlaneFrames(LazyFrames):
 
     def _read_frame(self, t: int) -> np.ndarray:
         index = tuple(t if a == self.along else self.fixed.get(a, slice(None)) for a in range(len(self.data.shape)))
-        return np.asarray(self.data[index]).transpose(self._order)
+        try:
+            plane = np.asarray(self.data[index])
+        except (ValueError, OSError, RuntimeError) as error:  # a damaged page (decoder errors are RuntimeErrors)
+            raise ValueError(f"{self.name}: frame {t} cannot be read, its data do not decode: the file is damaged; "
+                             "copy or export it again") from error
+        return plane.transpose(self._order)
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class StackView:
             if not 0 <= i < self.count:
                 raise ValueError(f"index {i} is outside the {self.other_name} axis (0..{self.count - 1})")
             fixed[self.other] = int(i)
-        return PlaneFrames(self.stack.data, self.stack.axes, self.along, fixed)
+        return PlaneFrames(self.stack.data, self.stack.axes, self.along, fixed, self.stack.name)
 
     def label_frames(self, labels: Hyperstack, i: int = 0) -> PlaneFrames:
         """The (T, H, W) frames of stack ``i`` of a label hyperstack shaped like the output (in the
@@ -134,7 +140,7 @@ class StackView:
         if np.dtype(labels.dtype).kind not in "biu":
             raise ValueError(f"labels must be integers, but {labels.name} holds {labels.dtype} values: save them "
                              "as an integer TIFF or zarr array")
-        return PlaneFrames(labels.data, labels.axes, along, fixed)
+        return PlaneFrames(labels.data, labels.axes, along, fixed, labels.name)
 
 
 @dataclass(frozen=True)
@@ -243,10 +249,16 @@ def _tiff_array(path: Path) -> tuple[Any, str]:
         tif = tifffile.TiffFile(path)
     except tifffile.TiffFileError as err:
         raise ValueError(f"{path.name} is not a readable TIFF file ({err})") from err
-    if not tif.series:
+    try:
+        if not tif.series:
+            raise ValueError(f"{path.name} holds no image data")
+        _check_tiff_complete(tif, path)  # never fewer frames than the file was written with
+        series = tif.series[0]
+    except (ValueError, tifffile.TiffFileError) as err:
         tif.close()
-        raise ValueError(f"{path.name} holds no image data")
-    series = tif.series[0]
+        if isinstance(err, tifffile.TiffFileError):
+            raise ValueError(f"{path.name} is not a readable TIFF file ({err})") from err
+        raise
     shape, axes = tuple(series.shape), series.axes
     if series.dataoffset is not None:
         try:

@@ -261,15 +261,19 @@ def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
         if ends and max(ends) > size:
             raise ValueError(f"{path.name} is truncated: page {i} needs {max(ends)} bytes but the file has {size}; "
                              "copy or export the file again")
-    expected = None
+    expected, values = None, 0  # frames and values the writer recorded
     if tif.is_shaped and tif.shaped_metadata:
         shape = tuple(tif.shaped_metadata[0].get("shape", ()))
         expected = int(np.prod(shape[:-2])) if len(shape) > 2 else None
         if shape and shape[-1] in (3, 4) and len(shape) > 3:
             expected = int(np.prod(shape[:-3]))
+        values = int(np.prod(shape))
     elif tif.is_imagej and tif.imagej_metadata:
         expected = tif.imagej_metadata.get("images")
-    if expected and len(pages) < expected and len(pages) != 1:
+        values = int(expected or 0) * int(np.prod(pages[0].shape))
+    # one page may hold them all (tifffile's truncate=True, ImageJ files over 4 GB, samples): its series says so
+    whole = len(pages) == 1 and int(np.prod(tif.series[0].shape)) >= values
+    if expected and len(pages) < expected and not whole:
         raise ValueError(f"{path.name} is truncated: its metadata says {expected} frames but it holds {len(pages)}; "
                          "copy or export the file again")
     series = tif.series[0]

@@ -192,11 +192,13 @@ def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, disallowed pickle content
-        raise ValueError(
-            f"{path} cannot be read as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'}). It may be truncated "
-            f"or not a checkpoint at all: download or export it again."
-        ) from error
+        # torch's own text names its internals and may advise disabling the protection: not repeated
+        if "Weights only load failed" in str(error):
+            why = ("it holds Python objects other than weights, which could run code when loaded, so it was "
+                   "refused unread. Use only checkpoints exported by napari-rgmp (or the authors' weights.pth)")
+        else:
+            why = "it may be truncated or not a checkpoint at all: download or export it again"
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {why}.") from error
     if not isinstance(payload, Mapping) or not payload:
         raise ValueError(f"{path} holds a {type(payload).__name__}, not an RGMP checkpoint")
     if payload.get("format") == CHECKPOINT_FORMAT:
