@@ -58,7 +58,7 @@ class PlaneFrames(LazyFrames):
         index = tuple(t if a == self.along else self.fixed.get(a, slice(None)) for a in range(len(self.data.shape)))
         try:
             plane = np.asarray(self.data[index])
-        except (ValueError, OSError, RuntimeError) as error:  # a damaged page (decoder errors are RuntimeErrors)
+        except (OSError, RuntimeError, tifffile.TiffFileError) as error:  # a damaged page (codecs raise RuntimeErrors)
             raise ValueError(f"{self.name}: frame {t} cannot be read, its data do not decode: the file is damaged; "
                              "copy or export it again") from error
         return plane.transpose(self._order)
