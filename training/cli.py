@@ -1,61 +1,152 @@
-"""The ``rgmp-train`` command line.
+"""The ``rgmp-train`` command line: one sub-command per stage, each with its own ``--help``.
 
-    rgmp-train pretrain --config training/configs/pretrain.yaml [key=value ...]
-    rgmp-train video    --config training/configs/video.yaml optim.lr=1e-5
-    rgmp-train finetune --images stack.tif --labels labels.tif --base CKPT --out CKPT [key=value ...]
-    torchrun --nproc_per_node=4 -m training.cli video --config training/configs/video.yaml
+    rgmp-train pretrain [--config NAME|FILE] [--init CKPT] [key=value ...]
+    rgmp-train video    [--config NAME|FILE] [--init CKPT] [key=value ...]
+    rgmp-train finetune --images STACK --labels LABELS [--reference-frame N] --base CKPT|default --out CKPT
+                        [--config NAME|FILE] [key=value ...]
+    torchrun --nproc_per_node=4 -m training.cli video --config default_video
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import CONFIG_DIR
+from .config import CONFIG_DIR, TrainConfig
+
+DEFAULT_MODEL = "default"  # --base / --init value meaning the bundled model
+
+_EPILOG = """examples:
+  rgmp-train pretrain --config pretrain data.batch_size=8      # a bundled config, by name
+  rgmp-train video --config my_video.yaml --init runs/pretrain/model.pt optim.lr=1e-5
+  rgmp-train finetune --images cells.tif --labels frame0.png --reference-frame 0 --base default --out cells.pt
+  rgmp-train finetune --help                                   # the options of one stage
+"""
+_STAGES = {
+    "pretrain": "stage 1: pairs simulated from still images (a new network, or --init weights)",
+    "video": "stage 2: recurrent training on video clips, usually from the pretrain stage's model.pt (--init)",
+    "finetune": "adapt a checkpoint to a user's stack from its labelled frames",
+}
+_OVERRIDES = ("settings that replace the config's, e.g. optim.lr=1e-5 data.batch_size=8 output_dir=runs/x "
+              "(sections: model, data, optim, schedule, validation)")
+
+
+def _config_help(stage: str) -> str:
+    from .config import bundled_configs
+
+    names = ", ".join(bundled_configs()) or "none installed"
+    return (f"YAML file, or the name of a bundled config ({names}); default: {stage} "
+            f"(the bundled {CONFIG_DIR.name}/{stage}.yaml)")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``rgmp-train`` parser and one parser per stage (``rgmp-train STAGE --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="rgmp-train",
+        description="Train RGMP networks. Settings come from a YAML config (a bundled one by name, or a file) "
+        "and key=value overrides; 'rgmp-train STAGE --help' lists the options of a stage.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="stage", required=True, metavar="{pretrain,video,finetune}")
+    stages = {}
+    for stage, summary in _STAGES.items():
+        p = commands.add_parser(stage, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        p.add_argument("--config", default=stage, metavar="NAME|FILE", help=_config_help(stage))
+        if stage == "finetune":
+            _add_finetune_options(p)
+        else:
+            p.add_argument("--init", default=None, metavar="CKPT|default",
+                           help="checkpoint to start from (model.init_checkpoint); 'default': the bundled model")
+        p.add_argument("--show-config", action="store_true",
+                       help="print the config file used and every setting after the overrides, then exit")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES)
+        stages[stage] = p
+    return parser, stages
+
+
+def _add_finetune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=Path, metavar="STACK",
+                   help="image stack to train on: TIFF, zarr, folder of frames or one image")
+    p.add_argument("--labels", type=Path, metavar="LABELS",
+                   help="a label image for one frame (see --reference-frame), or a label stack whose labelled "
+                   "frames are the training frames")
+    p.add_argument("--reference-frame", type=int, default=None, metavar="N",
+                   help="frame a label image belongs to (default 0), or the one frame of a label stack to train on")
+    p.add_argument("--at", type=int, default=None, metavar="I",
+                   help="for a stack with time and z: the index of the other axis to train on")
+    p.add_argument("--axis", default=None, metavar="t|z|N",
+                   help="for a stack with time and z: the axis whose frames form the training stack (default t)")
+    p.add_argument("--axes", default=None, metavar="LETTERS",
+                   help="the stack's axes when the file does not name them, e.g. ZTYX (letters TZCYX)")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="the channel to train on, for images with channels other than 1 or 3 (RGB)")
+    p.add_argument("--base", default=None, metavar="CKPT|default",
+                   help="checkpoint to start from; 'default': the bundled model")
+    p.add_argument("--out", type=Path, default=None, metavar="CKPT", help="path of the new checkpoint")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rgmp-train",
-        description="Train RGMP: stage 1 on pairs simulated from still images (pretrain), stage 2 "
-        "on video clips (video), or fine-tune a checkpoint on a labelled stack (finetune). "
-        "Settings come from a YAML file (training/configs/<stage>.yaml by default) and "
-        "key=value overrides such as optim.lr=1e-5 data.batch_size=8.",
-        epilog=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("stage", choices=("pretrain", "video", "finetune"))
-    parser.add_argument("--config", type=Path, default=None, help="YAML file (default: the stage's file in training/configs)")
-    parser.add_argument("--images", type=Path, help="finetune: image stack (TIFF or folder of frames)")
-    parser.add_argument("--labels", type=Path, help="finetune: label stack; frames with labels are the training frames")
-    parser.add_argument("--base", type=Path, help="finetune: checkpoint to start from")
-    parser.add_argument("--out", type=Path, help="finetune: path of the new checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_intermixed_args(argv)  # overrides may follow --config
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, stages = build_parser()
+    if not argv or argv[0] not in stages:
+        parser.parse_args(argv)  # --help, or the error that names the stages (exits)
+    args = stages[argv[0]].parse_intermixed_args(argv[1:])  # overrides may come between options
+    args.stage = argv[0]
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"rgmp-train {args.stage}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"rgmp-train {args.stage}: interrupted", file=sys.stderr)
+        return 130
+
+
+def resolve_default_model(config: TrainConfig) -> TrainConfig:
+    """``finetune.base`` and ``model.init_checkpoint`` "default" -> the bundled model's path."""
+    from rgmp_model.nn.models import bundled_checkpoint
+
+    def resolved(value: str | None, option: str) -> str | None:
+        if value != DEFAULT_MODEL:
+            return value
+        bundled = bundled_checkpoint()
+        if bundled is None:
+            raise FileNotFoundError(f"{option} default: this napari-rgmp has no bundled model; give {option} "
+                                    "a checkpoint file")
+        return str(bundled)
+
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, init_checkpoint=resolved(config.model.init_checkpoint, "--init")),
+        finetune=dataclasses.replace(config.finetune, base=resolved(config.finetune.base, "--base")),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import find_config, load_config
 
     overrides = list(args.overrides)
+    if getattr(args, "init", None) is not None:
+        overrides.append(f"model.init_checkpoint={args.init}")
     for name in ("images", "labels", "base", "out"):
-        value = getattr(args, name)
-        if value is not None:
-            if args.stage != "finetune":
-                raise ValueError(f"--{name} is only for rgmp-train finetune")
-            overrides.append(f"finetune.{name}={value}")
-    config = load_config(args.config or CONFIG_DIR / f"{args.stage}.yaml", [f"stage={args.stage}", *overrides])
-    if config.stage == "finetune":
-        from .finetune import finetune_from_config
+        if getattr(args, name, None) is not None:
+            overrides.append(f"finetune.{name}={getattr(args, name)}")
+    found = find_config(args.config)
+    config = resolve_default_model(load_config(found, [*overrides, f"stage={args.stage}"]))
+    if args.show_config:
+        import yaml
 
-        path = finetune_from_config(config)
+        print(f"# config: {found}")
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if config.stage == "finetune":
+        from .finetune import StackChoice, finetune_from_config
+
+        choice = StackChoice(args.reference_frame, args.at, args.axis, args.axes, args.channel)
+        path = finetune_from_config(config, choice)
     else:
         from .data import build_stage
         from .trainer import Trainer

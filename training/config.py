@@ -1,6 +1,7 @@
 """Training configuration: frozen dataclasses, one YAML file per stage, ``key=value`` overrides.
 
-    config = load_config("training/configs/pretrain.yaml", ["optim.lr=3e-4", "data.batch_size=8"])
+    config = load_config("pretrain", ["optim.lr=3e-4", "data.batch_size=8"])   # a bundled config, by name
+    config = load_config("my_recipe.yaml")                                     # or any YAML file
 
 Every section and field is typed; YAML values and overrides are converted to the field's type
 (so ``optim.lr=1e-4`` is a float although YAML would read it as a string), and unknown keys are
@@ -16,8 +17,9 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
@@ -25,8 +27,12 @@ from rgmp_model.constants import NETWORK_STRIDE
 
 from .sources import SOURCE_KINDS
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 STAGES = ("pretrain", "video", "finetune")
-CONFIG_DIR = Path(__file__).with_name("configs")  # the stages' YAML files
+CONFIG_DIR = Path(__file__).with_name("configs")  # the stages' YAML files (package data)
+CONFIG_SUFFIX = ".yaml"
 
 
 @dataclass(frozen=True)
@@ -286,14 +292,41 @@ def config_from_dict(values: dict[str, Any], overrides: Sequence[str] = ()) -> T
     return _build(TrainConfig, _merge(values, parse_overrides(overrides)), "")
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a stage's YAML file and apply ``key=value`` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist (see training/configs/ for examples)")
-    values = yaml.safe_load(path.read_text()) or {}
+def bundled_configs() -> dict[str, Traversable]:
+    """The YAML files shipped in the package (``training/configs``), by name: {"pretrain": file, ...},
+    found through :mod:`importlib.resources` so an installed wheel finds them too."""
+    folder = resources.files(__package__).joinpath(CONFIG_DIR.name)
+    if not folder.is_dir():
+        return {}
+    return {item.name[: -len(CONFIG_SUFFIX)]: item for item in sorted(folder.iterdir(), key=lambda i: i.name)
+            if item.name.endswith(CONFIG_SUFFIX) and item.is_file()}
+
+
+def find_config(name_or_path: str | Path) -> Path | Traversable:
+    """The config file ``name_or_path`` names: an existing YAML file, else a bundled config by
+    name ("pretrain" or "pretrain.yaml"). FileNotFoundError lists the bundled names."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    name = path.name[: -len(CONFIG_SUFFIX)] if path.name.endswith(CONFIG_SUFFIX) else path.name
+    if len(path.parts) == 1 and name in bundled:
+        return bundled[name]
+    names = ", ".join(bundled) or "none in this installation"
+    if len(path.parts) == 1 and not path.suffix:
+        raise FileNotFoundError(f"no bundled config is named {path}: choose one of {names}, or give the path of a "
+                                "YAML file")
+    raise FileNotFoundError(f"config file {path} does not exist: give the path of a YAML file, or the name of a "
+                            f"bundled config ({names})")
+
+
+def load_config(path: str | Path | Traversable, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a stage's YAML file (a path, or a bundled config's name: :func:`find_config`) and
+    apply ``key=value`` overrides."""
+    found = find_config(path) if isinstance(path, (str, os.PathLike)) else path
+    values = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of config sections")
+        raise ValueError(f"{found} must hold a mapping of config sections")
     return config_from_dict(values, overrides)
 
 

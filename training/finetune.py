@@ -12,8 +12,10 @@ deformed previous mask). Every setting comes from the :class:`TrainConfig` (by d
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,9 +25,7 @@ import torch
 from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
 from rgmp_model.constants import NETWORK_STRIDE
-from rgmp_model.io.label_io import open_label_stack
 from rgmp_model.inference.labels import labelled_frames, validate_label_frame
-from rgmp_model.io.stack_io import open_image_stack
 
 from .augment import color_jitter, crop_transform, deform_previous_mask
 from .config import CONFIG_DIR, TrainConfig, load_config
@@ -80,9 +80,11 @@ def check_finetune_config(config: TrainConfig) -> None:
         if given[key] != default[key]:
             raise ValueError(f"{key} does not apply to fine-tuning ({why}): remove it from the config and the "
                              "overrides")
-    for key, what in (("base", "the checkpoint to start from"), ("out", "the path of the new checkpoint")):
+    for key, what in (("base", "the checkpoint to start from (rgmp-train finetune --base FILE, or --base default "
+                               "for the bundled model)"),
+                      ("out", "the path of the new checkpoint (rgmp-train finetune --out FILE)")):
         if getattr(config.finetune, key) is None:
-            raise ValueError(f"finetune.{key} is not set: give {what} (rgmp-train finetune --{key} FILE)")
+            raise ValueError(f"finetune.{key} is not set: give {what}")
 
 
 def finetune_config(base: str | Path, out: str | Path, overrides: Sequence[str] = (), *,
@@ -195,8 +197,8 @@ def finetune_on_stack(
     check_finetune_config(config)
     options = config.finetune
     check_not_input(options.out, [options.base, options.images, options.labels])  # never over its base or data
+    frames = _training_frames(images, labels)  # the labels are checked before the model loads
     model, base_info = load_checkpoint(options.base)  # the base is read once
-    frames = _training_frames(images, labels)
     source = AnnotatedFrames(images, labels, frames)
     data = config.data
     height, width = tuple(labels.shape[1:])
@@ -230,11 +232,71 @@ def finetune_on_stack(
             torch.cuda.empty_cache()
 
 
-def finetune_from_config(config: TrainConfig) -> Path:
-    """``rgmp-train finetune``: the stacks ``finetune.images`` and ``finetune.labels``, the rest
-    of ``config`` as given to :func:`finetune_on_stack`."""
+@dataclass(frozen=True)
+class StackChoice:
+    """How ``rgmp-train finetune`` reads its files, as ``rgmp propagate`` does: the frame a label
+    image belongs to (``reference_frame``; or the one frame of a label stack to use), and for a
+    stack with time and z the index of the other axis (``at``), the axis along which frames go
+    (``axis``), the axes' names (``axes``) and the channel (``channel``)."""
+
+    reference_frame: int | None = None
+    at: int | None = None
+    axis: str | None = None
+    axes: str | None = None
+    channel: int | None = None
+
+
+class KeyframeLabels:
+    """A label stack of ``shape`` (T, H, W) holding ``keyframes`` ({frame: (H, W) labels}) and 0 on
+    every other frame, without storing the empty frames (keyframes are checked where they are used)."""
+
+    def __init__(self, keyframes: dict[int, np.ndarray], shape: tuple[int, int, int]) -> None:
+        self.keyframes = dict(keyframes)
+        self.dtype = np.result_type(*(k.dtype for k in self.keyframes.values()))
+        self.shape = tuple(int(n) for n in shape)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if not -self.shape[0] <= t < self.shape[0]:
+            raise IndexError(f"frame {t} is outside 0..{self.shape[0] - 1}")
+        found = self.keyframes.get(int(t) % self.shape[0])
+        return found if found is not None else np.zeros(self.shape[1:], self.dtype)
+
+
+def read_training_stack(images: str | Path, labels: str | Path,
+                        choice: StackChoice = StackChoice()) -> tuple[Any, KeyframeLabels]:
+    """The frames (T, H, W[, C], read lazily) and the labelled frames of the files ``images`` and
+    ``labels``, read by ``rgmp propagate``'s rules (:func:`rgmp_model.cli_propagate.read_keyframes`):
+    a label image belongs to frame ``choice.reference_frame`` (default 0); a label stack's labelled
+    frames are all training frames unless ``reference_frame`` picks one."""
+    from rgmp_model.cli_propagate import read_keyframes
+    from rgmp_model.io.hyperstack import open_hyperstack
+
+    view = open_hyperstack(images, axes=choice.axes).along(choice.axis, choice.channel)
+    request = argparse.Namespace(images=Path(images), labels=Path(labels), reference_frame=choice.reference_frame,
+                                 at=choice.at)
+    keyframes = read_keyframes(request, view)
+    if len(keyframes) > 1:
+        raise ValueError(f"{labels} has labels on {len(keyframes)} {view.other_name} indices: fine-tuning trains on "
+                         f"one {view.along_name} stack, choose its index with --at")
+    (index, keys), = keyframes.items()
+    outside = [t for t in keys if not 0 <= t < view.num_frames]
+    if outside:
+        raise ValueError(f"--reference-frame {outside[0]} is outside the {view.num_frames} frames of {images} "
+                         f"(0..{view.num_frames - 1})")
+    frames = view.frames(index)
+    return frames, KeyframeLabels(keys, frames.shape[:3])
+
+
+def finetune_from_config(config: TrainConfig, choice: StackChoice = StackChoice()) -> Path:
+    """``rgmp-train finetune``: the files ``finetune.images`` and ``finetune.labels`` read with
+    :func:`read_training_stack` (labels checked before the base checkpoint is loaded), the rest of
+    ``config`` as given to :func:`finetune_on_stack`."""
     missing = [name for name in ("images", "labels", "base", "out") if getattr(config.finetune, name) is None]
     if missing:
         raise ValueError(f"finetune needs {', '.join('--' + m for m in missing)}")
-    return finetune_on_stack(open_image_stack(config.finetune.images), open_label_stack(config.finetune.labels),
-                             config, show_progress=True)
+    frames, labels = read_training_stack(config.finetune.images, config.finetune.labels, choice)
+    return finetune_on_stack(frames, labels, config, show_progress=True)
