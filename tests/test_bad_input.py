@@ -3,21 +3,17 @@ byte-identical afterwards (nothing a user owns is ever written)."""
 
 from __future__ import annotations
 
-import hashlib
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
-from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
-
-
-def digest(*paths: Path) -> dict[Path, str]:
-    """sha256 of every file under ``paths`` (files or folders)."""
-    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))]
-    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+from bad_input_checks import digest, hostile_checkpoint, run_main
+from rgmp_model import build_rgmp, load_checkpoint, read_checkpoint_info, save_checkpoint
 
 
 @pytest.fixture
@@ -26,22 +22,60 @@ def checkpoint(tmp_path) -> Path:
     return save_checkpoint(tmp_path / "base.pt", build_rgmp("resnet18", 8))
 
 
-def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path) -> None:
+def _refusals(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """What each way of loading ``path`` says: the loader, the session factory, ``rgmp models
+    --add``, ``rgmp propagate --checkpoint``, ``rgmp models`` (the file in the user folder) and
+    ``rgmp-train finetune --base``."""
+    from rgmp_model import open_session
+    from rgmp_model.cli import main
+    from training.cli import main as train_main
+
+    said = {}
+    for name, load in (("load_checkpoint", load_checkpoint), ("read_checkpoint_info", read_checkpoint_info),
+                       ("open_session", lambda p: open_session(p, np.zeros((2, 32, 32), np.uint8)))):
+        with pytest.raises(ValueError) as error:
+            load(path)
+        said[name] = str(error.value)
+    frames, labels = tmp_path / "frames.tif", tmp_path / "labels.tif"
+    tifffile.imwrite(frames, np.zeros((3, 32, 32), np.uint8), photometric="minisblack")
+    tifffile.imwrite(labels, np.pad(np.ones((8, 8), np.uint8), 12))
+    monkeypatch.chdir(tmp_path)  # anything written by mistake would land here, not in the project
+    code, _, said["models --add"] = run_main(main, ["models", "--add", path])
+    assert code == 2
+    code, _, said["propagate"] = run_main(main, ["propagate", frames, "--labels", labels, "--checkpoint", path,
+                                                 "--out", tmp_path / "out.tif", "--device", "cpu"])
+    assert code != 0 and not (tmp_path / "out.tif").exists()
+    users = Path(os.environ["RGMP_MODELS_DIR"])
+    users.mkdir(parents=True, exist_ok=True)
+    (users / path.name).symlink_to(path)
+    code, said["models"], _ = run_main(main, ["models"])
+    assert code == 1 and "DAMAGED" in said["models"]
+    code, _, said["rgmp-train finetune"] = run_main(train_main, [
+        "finetune", "--images", frames, "--labels", labels, "--base", path, "--out", tmp_path / "tuned.pt",
+        f"output_dir={tmp_path / 'work'}", "optim.iterations=1"])
+    assert code != 0 and not (tmp_path / "tuned.pt").exists()
+    return said
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["torch-zip", "bare-pickle"])
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, monkeypatch, zipped) -> None:
     marker = tmp_path / "pwned"
-
-    class RunsCode:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"state_dict": RunsCode()}))
+    live = hostile_checkpoint(tmp_path / "live.pt", marker, zipped=zipped)
+    if zipped:  # an unprotected load runs the payload...
+        torch.load(live, weights_only=False)
+    else:
+        pickle.loads(live.read_bytes())
+    assert marker.exists()
+    marker.unlink()
+    path = hostile_checkpoint(tmp_path / "evil.pt", marker, zipped=zipped)
     before = digest(path)
-    with pytest.raises(ValueError) as error:
-        load_checkpoint(path)
-    assert not marker.exists()  # nothing ran
-    message = str(error.value)
-    assert "evil.pt cannot be read as a PyTorch checkpoint" in message
-    assert "weights_only=False" not in message  # torch's advice to disable the protection is not repeated
+    said = _refusals(path, tmp_path, monkeypatch)
+    assert not marker.exists()  # ...but no way of loading the file ran it
+    for way, message in said.items():
+        assert "evil.pt" in message, way
+        assert "weights_only=False" not in message, way  # torch's advice to disable the protection is not repeated
+        assert "Traceback" not in message and "UnpicklingError" not in message, way
+        assert "could run code when loaded" in message, way  # says why, in words
     assert digest(path) == before
 
 
