@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rgmp_model import __version__
+from rgmp_model.cli_errors import exit_code, user_message
 from rgmp_model.cli_propagate import add_propagate
 
 _EPILOG = """examples:
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-rgmp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its message")
     commands = parser.add_subparsers(dest="command", required=True)
     add_propagate(commands)
     _add_evaluate(commands)
@@ -38,9 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"rgmp {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except BaseException as error:  # messages, not tracebacks (rgmp_model.cli_errors); --debug: the traceback
+        if args.debug or not isinstance(error, Exception | KeyboardInterrupt):
+            raise
+        print(f"rgmp {args.command}: {'' if isinstance(error, KeyboardInterrupt) else 'error: '}"
+              f"{user_message(error)}", file=sys.stderr)
+        return exit_code(error)
 
 
 # ------------------------------------------------------------------------------------ evaluate

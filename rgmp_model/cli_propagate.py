@@ -9,6 +9,9 @@ folder, or the Cell Tracking Challenge layout), so it never has to fit in memory
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -173,12 +176,19 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def check_output(out: Path, kind: str, view: Any) -> None:
-    """Refuse an output that cannot hold the result: CTC and PNG folders hold one stack."""
+    """Refuse an output that cannot hold the result (CTC and PNG folders hold one stack) or that
+    cannot be written (a read-only folder), before the model loads."""
     if view.count > 1 and kind == "ctc":
         raise ValueError(f"the Cell Tracking Challenge layout holds one time-lapse, but the images have "
                          f"{view.count} stacks along {view.other_name}: write a .tif or .zarr instead")
     if view.count > 1 and kind == "png":
         raise ValueError(f"--out {out}: a PNG folder holds one stack; for {view.out_axes} output use .tif or .zarr")
+    folder = out.expanduser().absolute() if kind in ("png", "ctc") else out.expanduser().absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the writer creates the missing folders below the nearest existing one
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise ValueError(f"--out {out}: {folder} cannot be written (a read-only folder or no permission): "
+                         "choose an output in a folder you can write to")
 
 
 def open_writer(out: Path, kind: str, view: Any, dtype: np.dtype) -> Any:
@@ -193,7 +203,9 @@ def open_writer(out: Path, kind: str, view: Any, dtype: np.dtype) -> Any:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
-    """Propagate every stack of IMAGES from its keyframes, writing each frame as it comes."""
+    """Propagate every stack of IMAGES from its keyframes, writing each frame as it comes. On any
+    error or Ctrl-C once the output is open, the frames done are kept in a valid output and the
+    exit code is 1 (130 for Ctrl-C), see :func:`keep_partial_output`."""
     from tqdm import tqdm
 
     from rgmp_model.inference.labels import ObjectIds
@@ -207,11 +219,11 @@ def run_propagate(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or default_checkpoint()
     check_not_input(out, [args.images, args.labels, checkpoint], "--out")
     check_output(out, kind, view)
-    keyframes = read_keyframes(args, view)
+    keyframes = read_keyframes(args, view)  # labels are read and checked before the model loads
     options = _options(args)
     objects = ObjectIds.from_frames([f for keys in keyframes.values() for f in keys.values()])
     dtype = np.result_type(objects.dtype, np.uint16) if options.split_divisions else objects.dtype  # daughters' ids
-    started, done, writer, session = time.perf_counter(), 0, None, None
+    started, done, writer, session, notes = time.perf_counter(), 0, None, None, 0
     bar = tqdm(total=0, unit="frame", desc="propagating")
     try:
         for i, keys in sorted(keyframes.items()):
@@ -227,12 +239,15 @@ def run_propagate(args: argparse.Namespace) -> int:
                 writer[view.out_index(i, t)] = labels
                 done += 1
                 bar.update(1)
-    except BaseException:
-        if writer is not None and hasattr(writer, "abort"):
-            writer.abort()
-        raise
-    finally:
+                notes = _print_notes(session, notes, bar)
+            notes = 0
+    except BaseException as error:
         bar.close()
+        if writer is None or not isinstance(error, Exception | KeyboardInterrupt):
+            raise
+        return keep_partial_output(error, writer, out, kind, done, bar.total if view.count == 1 else None,
+                                   getattr(args, "debug", False))
+    bar.close()
     if kind == "ctc":
         writer.parents = dict(getattr(session, "divisions", None) or {})
     writer.close()
@@ -242,3 +257,72 @@ def run_propagate(args: argparse.Namespace) -> int:
     print(f"{done} frames ({keys} keyframe(s), {len(objects)} object(s)){where} in {elapsed:.1f} s "
           f"({done / elapsed:.2f} frames/s) -> {out}")
     return 0
+
+
+def _print_notes(session: Any, printed: int, bar: Any) -> int:
+    """Print the session's new notes (e.g. a retry at a smaller working size) above the bar."""
+    notes = list(getattr(session, "notes", ()))
+    for note in notes[printed:]:
+        bar.write(f"rgmp propagate: note: {note}", file=sys.stderr)
+    return len(notes)
+
+
+def _next_step(error: BaseException, out: Path, kind: str) -> str:
+    """What to do after ``error``: the cause's remedy, then run again."""
+    import errno
+
+    again = "run the command again " + ("with a new --out folder (a CTC result folder must be empty)"
+                                        if kind == "ctc" else "(it replaces the output)")
+    if isinstance(error, KeyboardInterrupt):
+        return f"to propagate the whole stack, {again}"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space on the disk of {out} or choose --out on another disk, then {again}"
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"choose --out in a folder you can write to, then {again}"
+    return f"fix the problem above, then {again}"
+
+
+def keep_partial_output(error: BaseException, writer: Any, out: Path, kind: str, done: int, total: int | None,
+                        debug: bool = False) -> int:
+    """After ``error`` (or Ctrl-C) part-way: finalise the output with the ``done`` frames written (a
+    TIFF or zarr store that opens, the PNGs written, a CTC folder with res_track.txt), say on stderr
+    what was kept, where and what to do next, and return the exit code (130 Ctrl-C, 1 otherwise).
+    A second Ctrl-C cannot interrupt the finalising. With ``debug`` the error is raised afterwards."""
+    from rgmp_model.cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, user_message
+
+    interrupted = isinstance(error, KeyboardInterrupt)
+    lines = [f"rgmp propagate: {'' if interrupted else 'error: '}{user_message(error)}"]
+    with _sigint_ignored():
+        try:
+            if done == 0:
+                if hasattr(writer, "abort"):
+                    writer.abort()  # nothing finished: no empty output in place of an earlier one
+                lines.append(f"no frame was finished: nothing was written to {out}")
+            else:
+                writer.close()
+                of = f" of {total}" if total else ""
+                rest = {"png": "frames not reached have no PNG", "ctc": "masks of frames not reached are empty"}
+                lines.append(f"kept the {done}{of} frames done in {out} ({rest.get(kind, 'frames not reached are 0')})")
+        except Exception as second:  # e.g. the disk is still full: the frames on disk stay as they are
+            lines.append(f"the {done} frames done are on disk in {out}, but finishing the output failed: "
+                         f"{user_message(second)}")
+    lines.append(_next_step(error, out, kind))
+    print("\n".join(lines), file=sys.stderr)
+    if debug:
+        raise error
+    return EXIT_INTERRUPTED if interrupted else EXIT_ERROR
+
+
+class _sigint_ignored:
+    """Ctrl-C ignored inside the block (main thread only; elsewhere a no-op)."""
+
+    def __enter__(self) -> None:
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals cannot be changed there
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

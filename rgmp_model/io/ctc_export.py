@@ -116,8 +116,13 @@ class CTCWriter:
             raise ValueError(f"frame {t}: labels must be an (H, W) integer image, got {labels.dtype} {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
             raise ValueError(f"frame {t}: CTC masks are uint16, ids must be in 0..65535")
+        path = self.folder / _mask_name(t, self.num_frames)
+        try:
+            tifffile.imwrite(path, labels.astype(np.uint16), compression="zlib")
+        except OSError:
+            path.unlink(missing_ok=True)  # never leave a half-written mask (a full disk)
+            raise
         self.presence[t] = frozenset(int(i) for i in np.unique(labels) if i != 0)
-        tifffile.imwrite(self.folder / _mask_name(t, self.num_frames), labels.astype(np.uint16), compression="zlib")
 
     def close(self) -> list[Track]:
         """Relabel the frames after gaps, write res_track.txt and return the tracks. Frames

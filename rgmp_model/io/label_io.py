@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from rgmp_model.io.stack_io import (
@@ -27,6 +26,7 @@ from rgmp_model.io.stack_io import (
     _open_tiff,
     _read_tiff_frame,
 )
+from rgmp_model.io.tiff_out import TiffFrameFile
 from rgmp_model.io.zarr_stacks import ZarrFrames, is_zarr
 
 
@@ -238,12 +238,14 @@ class LabelStackWriter:
     TIFF and zarr outputs may have more leading axes, e.g. (T,Z,H,W) with ``axes="TZYX"`` (stored in
     the TIFF's metadata): then ``writer[t, z] = labels``.
 
-    ``*.tif``/``*.tiff`` -> an uncompressed TIFF (memory-mapped) written under a temporary name in
-    the same folder and renamed into place by :meth:`close`; ``*.zarr`` -> a zarr array (one chunk
-    per frame, so stacks larger than memory stream to disk), likewise renamed into place. Any
+    ``*.tif``/``*.tiff`` -> an uncompressed TIFF (its space reserved at once, frames written with
+    ordinary writes: a full disk is an OSError, never a signal; :mod:`rgmp_model.io.tiff_out`)
+    written under a temporary name in the same folder and renamed into place by :meth:`close`;
+    ``*.zarr`` -> a zarr array (one chunk per frame, so stacks larger than memory stream to disk), likewise renamed into place. Any
     other path is a folder that gets
     ``<frame_names[t]>.png`` palette PNGs (default ``00000.png`` ...) as soon as each frame is set.
-    Use as a context manager; on an exception the temporary TIFF is removed.
+    Use as a context manager; on an exception the temporary TIFF is removed (:meth:`abort`); a caller
+    that wants the frames done after a failure calls :meth:`close` (``rgmp propagate`` does).
     """
 
     def __init__(
@@ -284,9 +286,7 @@ class LabelStackWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.tif")
             try:
-                self._data = tifffile.memmap(
-                    self._tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", metadata={"axes": self.axes}
-                )
+                self._data = TiffFrameFile(self._tmp, self.shape, self.dtype, self.axes)
             except BaseException:
                 self._tmp.unlink(missing_ok=True)
                 raise
@@ -325,29 +325,40 @@ class LabelStackWriter:
             lo, hi = int(data.min()), int(data.max())
             if lo < info.min or hi > info.max:
                 raise ValueError(f"frame {t} has ids {lo}..{hi} that do not fit {self.dtype}: use a wider dtype")
-        if self._data is not None:
+        if self.is_tiff:
+            self._data.write(int(np.ravel_multi_index(frame, self.shape[:-2])), data)
+        elif self._data is not None:
             self._data[index] = data
         else:
-            write_palette_png(self.path / f"{self.frame_names[index]}.png", data)
+            target = self.path / f"{self.frame_names[index]}.png"
+            try:
+                write_palette_png(target, data)
+            except (OSError, KeyboardInterrupt):
+                target.unlink(missing_ok=True)  # never leave a half-written frame (a full disk)
+                raise
         self._written.add(index)
 
     def close(self) -> None:
-        """Flush and move the TIFF into place (folder output needs nothing); idempotent."""
+        """Move the TIFF or zarr store into place (folder output needs nothing); idempotent. After
+        a failure this keeps the frames written so far (``written``): the others read as 0."""
         if self._closed:
             return
         self._closed = True
         if self._data is not None:
-            if not self.is_zarr:
-                self._data.flush()
+            if self.is_tiff:
+                self._data.close()
             self._data = None
             if self.is_zarr and self.path.exists():
                 shutil.rmtree(self.path)  # a zarr store is a folder: os.replace cannot replace it
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        """Stop without producing the TIFF: the temporary file is removed."""
+        """Stop without producing the TIFF or zarr store: the temporary one is removed (PNGs
+        written stay). To keep the frames done after a failure, call :meth:`close` instead."""
         self._closed = True
         if self._data is not None:
+            if self.is_tiff:
+                self._data.close()
             self._data = None
             if self.is_zarr:
                 shutil.rmtree(self._tmp, ignore_errors=True)
