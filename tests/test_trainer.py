@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 
 import numpy as np
@@ -195,6 +196,28 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoint(tmp_path) -
     resumed = Trainer(tiny_config(tmp_path, iterations=6), Diverging(), pair_objective, show_progress=False)
     with pytest.raises(NonFiniteTrainingError, match=r"iteration 4: the loss or a gradient is not finite.*"
                                                      r"last.pt \(iteration 3\) is kept untouched.*Lower optim.lr"):
+        resumed.fit()
+    assert state.read_bytes() == good and not (tmp_path / "model.pt").exists()
+
+
+def test_non_finite_loss_stops_the_run_with_the_fp16_gradient_scaler_too(tmp_path, monkeypatch) -> None:
+    """fp16 AMP's gradient scaler skips steps whose gradients overflow by itself, so the loss alone
+    must stop a diverged run (CUDA only; here a scaler enabled on the CPU)."""
+    from training.trainer import NonFiniteTrainingError
+
+    monkeypatch.setattr(Trainer, "_amp", lambda self, device: (contextlib.nullcontext(),
+                                                               torch.amp.GradScaler("cpu", enabled=True)))
+    Trainer(tiny_config(tmp_path, iterations=3), TinyPairs(), pair_objective, show_progress=False).fit()
+    state = tmp_path / "checkpoints" / "last.pt"
+    good = state.read_bytes()
+    (tmp_path / "model.pt").unlink()
+
+    class Diverging(TinyPairs):
+        def __getitem__(self, index):
+            return {**super().__getitem__(index), "frame": super().__getitem__(index)["frame"] * float("nan")}
+
+    resumed = Trainer(tiny_config(tmp_path, iterations=6), Diverging(), pair_objective, show_progress=False)
+    with pytest.raises(NonFiniteTrainingError, match=r"iteration 4: the loss or a gradient is not finite"):
         resumed.fit()
     assert state.read_bytes() == good and not (tmp_path / "model.pt").exists()
 

@@ -259,7 +259,8 @@ class Trainer:
             scaler.unscale_(optimizer)
             # The gradient norm is the same on every rank (gradients are all-reduced): one decision.
             norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or float("inf"))
-            if not scaler.is_enabled() and not (torch.isfinite(loss.detach()) and torch.isfinite(norm)):
+            # fp16's scaler skips steps whose gradients overflow (its normal start): only the loss decides
+            if not (torch.isfinite(loss.detach()) and (scaler.is_enabled() or torch.isfinite(norm))):
                 raise NonFiniteTrainingError(self._non_finite_message(
                     self.history.iteration + 1, "the loss or a gradient is not finite", loss))
             scaler.step(optimizer)
