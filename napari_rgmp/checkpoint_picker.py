@@ -44,6 +44,8 @@ class CheckpointPicker(QWidget):
         self.combo.setMinimumContentsLength(12)
         self.info_label = QLabel()
         self.info_label.setWordWrap(True)
+        self.info_label.setToolTip("what the chosen model is: its encoder, what it was trained on, its validation "
+                                   "score and the size it works at")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo)
@@ -75,6 +77,19 @@ class CheckpointPicker(QWidget):
         path = self.path()
         return None if path is None else cached_description(path)
 
+    def checked_path(self, what: str = "a model") -> str:
+        """The chosen checkpoint when it exists and did not fail to read; else ValueError /
+        FileNotFoundError saying what to do (``what``: "a model", "a base checkpoint", ...)."""
+        path = self.path()
+        if path is None:
+            raise ValueError(f"choose {what}: {BROWSE} for a checkpoint (napari-rgmp's own or the authors' weights.pth)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist: choose another one ({BROWSE})")
+        known = self.description()
+        if known is not None and not known.ok:
+            raise ValueError(known.text)
+        return path
+
     def refresh(self, *_: Any) -> None:
         """Re-list the registry's checkpoints and the browsed ones, keeping the current choice."""
         from .checkpoints import registry
@@ -105,7 +120,7 @@ class CheckpointPicker(QWidget):
 
     def _on_index_changed(self, *_: Any) -> None:
         path = self.path()
-        self.combo.setToolTip(path or "")
+        self.combo.setToolTip(f"{self._title}: {path}" if path else f"{self._title}: {BROWSE} to choose a file")
         if path != self._current:
             self._current = path
             self.changed.emit(path)
@@ -145,6 +160,7 @@ class CheckpointPicker(QWidget):
     def _show(self, description: Any) -> None:
         lines = description.text.splitlines() or [""]
         self.info_label.setText(description.text if description.ok else f"not usable: {lines[0]}")
+        self.info_label.setToolTip(description.details if description.ok else description.text)
         if description != self._shown:
             self._shown = description
             self.described.emit(description)

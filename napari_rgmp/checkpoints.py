@@ -54,7 +54,8 @@ def file_key(path: str | os.PathLike) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Description:
     """What a checkpoint file is: ``info`` (its CheckpointInfo) and a one-line ``text``, or
-    ``info`` None and the reason it cannot be used as ``text``; ``key`` is the file's version."""
+    ``info`` None and the reason it cannot be used as ``text``; ``key`` is the file's version.
+    ``details``: the library's one-line description (recipe, iterations, date) for a tooltip."""
 
     path: str
     key: tuple[int, int]
@@ -64,6 +65,56 @@ class Description:
     @property
     def ok(self) -> bool:
         return self.info is not None
+
+    @property
+    def details(self) -> str:
+        return f"{self.path}\n{self.info.describe()}" if self.info is not None else self.path
+
+
+def encoder_name(backbone: str) -> str:
+    """"resnet18" -> "ResNet-18", "efficientnet_lite0" -> "EfficientNet-Lite0"."""
+    if backbone.startswith("resnet"):
+        return f"ResNet-{backbone[len('resnet'):]}"
+    if backbone.startswith("efficientnet_lite"):
+        return f"EfficientNet-Lite{backbone[len('efficientnet_lite'):]}"
+    return backbone
+
+
+def _trained_on(info: Any) -> str:
+    meta = info.metadata
+    if info.source == "authors":
+        return "the authors' RGMP training (DAVIS, PASCAL VOC, ...; non-commercial research use)"
+    if meta.get("base_checkpoint") and meta.get("frames_used") is not None:
+        frames = list(meta["frames_used"])
+        return (f"{len(frames)} labelled frame{'s' if len(frames) != 1 else ''} of a user's stack, "
+                f"fine-tuned from {Path(str(meta['base_checkpoint'])).name}")
+    if meta.get("trained_on"):
+        return str(meta["trained_on"])
+    data = [str(d).split(":")[0] for d in meta.get("data") or []]
+    return ", ".join(dict.fromkeys(data)) or "not recorded"
+
+
+def _validation(info: Any) -> str:
+    scores = info.metadata.get("validation")
+    if isinstance(scores, dict) and scores:
+        return "; ".join(f"{name.replace(' J&F', '')} {float(value):.2f}" for name, value in scores.items()
+                         if isinstance(value, (int, float)))
+    best = info.metadata.get("best_validation")
+    if isinstance(best, dict) and isinstance(best.get("jf"), (int, float)):
+        return f"{float(best['jf']):.2f} at iteration {best.get('iteration')}"
+    return "none recorded"
+
+
+def model_summary(info: Any) -> str:
+    """What a user needs to know of a model (a CheckpointInfo), one item a line: encoder, what it
+    was trained on, its validation J&F and its working size."""
+    size = info.working_size
+    return "\n".join([
+        f"encoder: {encoder_name(info.config.backbone)} (decoder {info.config.decoder_channels} channels)",
+        f"trained on: {_trained_on(info)}",
+        f"validation J&F: {_validation(info)}",
+        f"working size: {f'{size} px (longer side)' if size else 'full size'}",
+    ])
 
 
 _descriptions: dict[tuple[str, tuple[int, int]], Description] = {}
@@ -87,7 +138,7 @@ def describe_checkpoint(path: str | os.PathLike) -> Description:
         from rgmp_model.nn.checkpoint import read_checkpoint_info
 
         info = read_checkpoint_info(path)
-        description = Description(str(path), key, info, info.describe())
+        description = Description(str(path), key, info, model_summary(info))
     except Exception as error:  # shown to the user, never raised
         description = Description(str(path), key, None, str(error) or type(error).__name__)
     with _descriptions_lock:

@@ -73,6 +73,9 @@ class ExportPanel(QWidget):
         self.worker: Any = None
         self.tiff_button = QPushButton("Export label TIFF...")
         self.ctc_button = QPushButton("Export CTC result...")
+        self.tiff_button.setToolTip("save the output layer as one label TIFF (every frame, the ids as they are)")
+        self.ctc_button.setToolTip("save the propagated stack in the Cell Tracking Challenge result layout "
+                                   "(mask000.tif ..., res_track.txt with the divisions as parents)")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tiff_button)

@@ -63,6 +63,28 @@ def stack_axes(layer: Any) -> list[int]:
     return list(range(max(0, ndim - 2)))
 
 
+def viewer_axis(viewer: Any, layer: Any, axis: int) -> int:
+    """The viewer's dimension (slider) showing ``axis`` of ``layer``: napari aligns a layer's axes
+    with the viewer's last ones."""
+    ndim = int(getattr(layer, "ndim", 0) or 0)
+    return int(axis) + max(int(viewer.dims.ndim) - ndim, 0)
+
+
+def axis_choices(viewer: Any, layer: Any) -> list[tuple[str, int]]:
+    """(text, axis) for each axis a stack of ``layer`` can run along; the text is the viewer's
+    name for that slider (``viewer.dims.axis_labels``) and the number of frames, e.g. "t (40 frames)"."""
+    if layer is None:
+        return []
+    labels = list(viewer.dims.axis_labels)
+    shape = tuple(int(n) for n in _layer_data(layer).shape)
+    choices = []
+    for axis in stack_axes(layer):
+        dim = viewer_axis(viewer, layer, axis)
+        name = str(labels[dim]) if dim < len(labels) else str(axis)
+        choices.append((f"{name} ({shape[axis]} frames)", axis))
+    return choices
+
+
 def image_frames(layer: Any, axis: int = 0, current_step: Sequence[int] = ()) -> LayerFrames:
     """The frames of an Image layer along ``axis``: (T, Y, X) grey or (T, Y, X, C) RGB(A).
     Other non-spatial axes (e.g. Z of a TZYX stack) are fixed at ``current_step``."""

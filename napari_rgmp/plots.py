@@ -4,6 +4,7 @@
     plot.append(1, 0.93)            # live: one point at a time
     plot.set_data(frames, scores)   # or all at once
     plot.set_marker(12)             # highlight x = 12
+    plot.set_annotations([(17, "2 lost")])  # dashed line and a note at x = 17
     plot.clicked.connect(go_to)     # x under a click (or a drag)
 
 Non-finite y values leave gaps. Curves with many more points than pixels are decimated to a
@@ -22,6 +23,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LINE_COLOR = QColor(66, 165, 245)  # readable on napari's dark and light themes
 MARKER_COLOR = QColor(255, 152, 0)
+NOTE_COLOR = QColor(239, 83, 80)
 
 
 def nice_ticks(low: float, high: float, count: int) -> list[float]:
@@ -96,6 +98,7 @@ class LinePlot(QWidget):
         self._y_range = y_range
         self._x_range = x_range
         self._marker: float | None = None
+        self._notes: list[tuple[float, str]] = []
         self.setMinimumHeight(120)
         self.setMinimumWidth(160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -157,6 +160,14 @@ class LinePlot(QWidget):
 
     def marker(self) -> float | None:
         return self._marker
+
+    def set_annotations(self, notes: Iterable[tuple[float, str]]) -> None:
+        """Dashed vertical lines with a short note each, e.g. where an object was lost."""
+        self._notes = [(float(x), str(text)) for x, text in notes]
+        self.update()
+
+    def annotations(self) -> list[tuple[float, str]]:
+        return list(self._notes)
 
     def sizeHint(self) -> QSize:
         return QSize(300, 160)
@@ -258,6 +269,7 @@ class LinePlot(QWidget):
         painter.save()
         painter.setClipRect(rect.adjusted(-2, -2, 2, 2))
         self._paint_curve(painter, rect, span)
+        self._paint_notes(painter, rect, span, metrics)
         if self._marker is not None and span[0] <= self._marker <= span[1]:
             painter.setPen(QPen(MARKER_COLOR, 1.5))
             px = self.pixel_of(self._marker)
@@ -314,3 +326,15 @@ class LinePlot(QWidget):
                 painter.drawEllipse(points[0], 2.0, 2.0)
             else:
                 painter.drawPolyline(QPolygonF(points))
+
+    def _paint_notes(self, painter: QPainter, rect: QRectF, span: tuple[float, float], metrics: QFontMetrics) -> None:
+        pen = QPen(NOTE_COLOR, 1.2)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        for row, (x, text) in enumerate(n for n in self._notes if span[0] <= n[0] <= span[1]):
+            px = self.pixel_of(x)
+            painter.setPen(pen)
+            painter.drawLine(QPointF(px, rect.top()), QPointF(px, rect.bottom()))
+            painter.setPen(NOTE_COLOR)
+            width = metrics.horizontalAdvance(text)
+            left = px + 3 if px + 3 + width <= rect.right() else px - 3 - width
+            painter.drawText(QPointF(left, rect.top() + metrics.ascent() + 2 + (row % 3) * metrics.height()), text)

@@ -2,8 +2,10 @@
 
 Pick an image stack and a Labels layer (every frame holding labels is a keyframe), or a Shapes
 layer with one rectangle per object, and press Run. The work runs in a napari thread worker:
-the viewer stays responsive, a progress bar shows frames done and frames/s, and the output Labels
-layer "<labels> propagated" fills frame by frame. The input layers are never modified.
+the viewer stays responsive, the dock's progress bar shows frames done, frames/s and the time
+left, the viewer follows the frame being written ("follow progress", on by default), and the output
+Labels layer "<labels> propagated" and the confidence plot fill frame by frame. Choosing a stack
+moves the viewer to its (first) keyframe. The input layers are never modified.
 
 Correction loop: edit a frame of the output layer, press "Use this frame as a keyframe": the
 frames between it and the neighbouring keyframes are propagated again from it, nothing else. The
@@ -13,7 +15,6 @@ the keyframes that did not change are not encoded again.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from rgmp_model.inference.labels import labelled_frames
 from rgmp_model.inference.options import MULTISCALE, PropagationOptions
@@ -34,18 +33,21 @@ from . import layers as layer_tools
 from .checkpoint_picker import CheckpointPicker
 from .checkpoints import file_key
 from .devices import available_devices
+from .confidence_panel import ConfidencePanel
 from .export import ExportPanel, ExportSource
 from .layer_combo import LayerCombo
 from .output_store import OutputPolicy, prepare_output_layer
-from .plots import LinePlot
-from .working_size import WorkingSizeSpin
+from .progress_panel import ProgressPanel
 from .propagate_job import JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
+from .propagate_tips import TIPS
+from .scroll_dock import ScrollDock
+from .working_size import WorkingSizeSpin
 
 NEW_LAYER = "(new layer)"
 NO_BOXES = "(use the labels)"
 
 
-class PropagateWidget(QWidget):
+class PropagateWidget(ScrollDock):
     """Dock widget: propagate a Labels layer (or boxes) through an image stack with RGMP."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -54,7 +56,6 @@ class PropagateWidget(QWidget):
         self.job = JobHandle()
         self.sessions = SessionKeeper()  # the session between jobs, and the corrected keyframes
         self.output_layer: Any = None
-        self.confidence: dict[int, float] = {}  # lowest object confidence per frame
         self.keyframes: list[int] = []  # the input layer's keyframes (or boxes), as shown
         self._inputs_key: tuple[str, str, int] | None = None
         self._stack: tuple[Any, Any] | None = None  # (frames, labels) of the running job
@@ -101,17 +102,19 @@ class PropagateWidget(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         self.status_label = QLabel()
-        self.plot = LinePlot()
-        self.plot.set_title("confidence per frame (lowest object)")
-        self.plot.set_y_range((0.0, 1.0))
+        self.status_label.setWordWrap(True)
+        self.progress_panel = ProgressPanel()
+        self.confidence_panel = ConfidencePanel()
+        self.plot = self.confidence_panel.plot
         self.least_button = QPushButton("Go to least confident frame")
         self.keyframe_button = QPushButton("Use this frame as a keyframe")
         self.export_panel = ExportPanel(self.export_source)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress_panel)
         layout.addWidget(self.status_label)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.confidence_panel)
         layout.addWidget(self.least_button)
         layout.addWidget(self.keyframe_button)
         layout.addWidget(self.export_panel)
@@ -120,7 +123,10 @@ class PropagateWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.least_button.clicked.connect(self.go_to_least_confident)
         self.keyframe_button.clicked.connect(self.use_current_frame_as_keyframe)
-        self.plot.clicked.connect(lambda x: self.go_to_frame(int(round(x))))
+        self.confidence_panel.clicked.connect(self.go_to_frame)
+        self.viewer.dims.events.axis_labels.connect(self._update_inputs)
+        for name, tip in TIPS.items():
+            getattr(self, name).setToolTip(tip)
         self.picker.changed.connect(self._on_model_changed)
         self.picker.described.connect(self.max_size_spin.show_model)
         for combo in (self.image_combo, self.labels_combo, self.axis_combo, self.boxes_combo):
@@ -131,32 +137,38 @@ class PropagateWidget(QWidget):
     def _update_inputs(self, *_: Any) -> None:
         """Axis choices, excluded output layers and the keyframe list follow the chosen layers."""
         image = self.image_combo.layer()
-        axes = layer_tools.stack_axes(image) if image is not None else []
-        wanted = [str(a) for a in axes]
-        if wanted != [self.axis_combo.itemText(i) for i in range(self.axis_combo.count())]:
+        choices = layer_tools.axis_choices(self.viewer, image)
+        shown = [(self.axis_combo.itemText(i), self.axis_combo.itemData(i)) for i in range(self.axis_combo.count())]
+        if choices != shown:
+            current = self.axis_combo.currentData()
             self.axis_combo.blockSignals(True)
             self.axis_combo.clear()
-            self.axis_combo.addItems(wanted)
+            for text, axis in choices:
+                self.axis_combo.addItem(text, axis)
+            self.axis_combo.setCurrentIndex(max(self.axis_combo.findData(current), 0))
             self.axis_combo.blockSignals(False)
-        self.axis_combo.setEnabled(len(axes) > 1)
+        self.axis_combo.setEnabled(len(choices) > 1)
         labels = self.labels_combo.layer()
         self.output_combo.excluded = {labels.name} if labels is not None else set()
         self.output_combo.refresh()
         inputs = (self.image_combo.currentText(), self.labels_combo.currentText(), self.axis)
-        if inputs != self._inputs_key:  # corrections belong to one image, labels and axis
+        chosen = inputs != self._inputs_key
+        if chosen:  # corrections belong to one image, labels and axis
             self.sessions.forget()
             self._inputs_key = inputs
         try:
             frames, label_frames = self._inputs()
             if self.boxes_combo.layer() is not None:
-                current = int(self.viewer.dims.current_step[self.axis])
-                self.keyframes = sorted(layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames, current))
+                self.keyframes = sorted(layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames,
+                                                                      self.current_frame()))
             else:
                 self.keyframes = list(labelled_frames(label_frames))
             self._show_keyframes()
         except ValueError as error:
             self.keyframes = []
             self.keyframes_label.setText(str(error).split(":")[0])
+        if chosen and self.keyframes and self.worker is None and self.current_frame() not in self.keyframes:
+            self.go_to_frame(self.keyframes[0])  # a new stack: show the frame that holds the labels
 
     def _show_keyframes(self) -> None:
         text = ", ".join(str(t) for t in self.keyframes) or "none: paint labels on a frame"
@@ -168,10 +180,22 @@ class PropagateWidget(QWidget):
 
     @property
     def axis(self) -> int:
-        return int(self.axis_combo.currentText() or 0)
+        """The image layer's axis the stack runs along."""
+        axis = self.axis_combo.currentData()
+        return 0 if axis is None else int(axis)
+
+    def _viewer_axis(self) -> int:
+        image = self.image_combo.layer()
+        return self.axis if image is None else layer_tools.viewer_axis(self.viewer, image, self.axis)
+
+    def current_frame(self) -> int:
+        """The frame of the stack the viewer shows."""
+        return int(self.viewer.dims.current_step[self._viewer_axis()])
 
     def _inputs(self) -> tuple[Any, Any]:
-        frames = layer_tools.image_frames(self.image_combo.layer(), self.axis, self.viewer.dims.current_step)
+        image = self.image_combo.layer()
+        offset = self._viewer_axis() - self.axis
+        frames = layer_tools.image_frames(image, self.axis, self.viewer.dims.current_step[offset:])
         labels = layer_tools.labels_frames(self.labels_combo.layer(), frames, f"Image layer '{self.image_combo.currentText()}'")
         return frames, labels
 
@@ -216,7 +240,7 @@ class PropagateWidget(QWidget):
         if self.output_layer is None or self.output_layer not in self.viewer.layers:
             show_error("run a propagation first: the keyframe is taken from its output layer")
             return
-        t = int(self.viewer.dims.current_step[self.axis])
+        t = self.current_frame()
         frames, _ = self._inputs()
         labels = np.array(layer_tools.LayerFrames(self.output_layer.data, frames.selection)[t], copy=True)
         if not labels.any():
@@ -248,7 +272,7 @@ class PropagateWidget(QWidget):
         self.run_button.setEnabled(False)
         self.keyframe_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self._started = time.perf_counter()
+        self.progress_panel.start()
         self._done = 0
         self._failed = False
         QTimer.singleShot(0, worker.start)  # after run() returns: a slot connected to .worker sees every result
@@ -256,12 +280,11 @@ class PropagateWidget(QWidget):
     def _prepare(self, from_keyframe: int | None) -> PropagationJob:
         """Everything the worker needs, validated; creates or clears the output layer."""
         frames, labels = self._inputs()
-        checkpoint = self._checked_checkpoint()
+        checkpoint = self.picker.checked_path("a model")
         boxes: dict[int, np.ndarray] = {}
         keyframes: dict[int, np.ndarray] = {}
         if self.boxes_combo.layer() is not None:
-            current = int(self.viewer.dims.current_step[self.axis])
-            boxes = layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames, current)
+            boxes = layer_tools.boxes_from_shapes(self.boxes_combo.layer(), frames, self.current_frame())
             self.keyframes = sorted(boxes)
         else:
             self.keyframes = list(labelled_frames(labels))
@@ -275,25 +298,13 @@ class PropagateWidget(QWidget):
         key = (id(image), id(image.data), frames.selection, checkpoint, file_key(checkpoint), options)
         if from_keyframe is None:
             self._prepare_output(frames, labels)
-            self.confidence = {}
+            self.confidence_panel.clear()
         self.job.progress = progress(total=0, desc="RGMP propagation")
         self._stack = (frames, labels)
         self.status_label.setText("starting...")
         self._total = 0
         return PropagationJob(key, checkpoint, frames, options, keyframes, boxes,
                               None if from_keyframe is None else (from_keyframe,))
-
-    def _checked_checkpoint(self) -> str:
-        """The chosen checkpoint, when it exists and did not fail to read."""
-        checkpoint = self.checkpoint()
-        if checkpoint is None:
-            raise ValueError("choose a model: browse for a checkpoint (napari-rgmp's own or the authors' weights.pth)")
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist: choose another model")
-        known = self.picker.description()
-        if known is not None and not known.ok:
-            raise ValueError(known.text)
-        return checkpoint
 
     def _prepare_output(self, frames: Any, labels: Any) -> None:
         """The chosen output layer, or a new "<labels> propagated" one; the stack's frames cleared."""
@@ -318,14 +329,16 @@ class PropagateWidget(QWidget):
         pending events, including the worker's ``finished``."""
         frames, _ = self._stack
         t = result.frame
-        self.confidence[t] = min(result.confidence.values()) if result.confidence else 0.0
+        self.confidence_panel.add(t, result.confidence)
         self._done += 1
         self._total = result.total  # the session's count for this job
-        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
-        self.status_label.setText(f"{self._done} / {self._total} frames, {rate:.2f} frames/s")
+        self.progress_panel.advance(self._done, self._total)
+        rate = self.progress_panel.rate(self._done)
         bar = self.job.progress
         self.output_layer.data[frames.selection.index(t)] = result.labels
         self.output_layer.refresh()
+        if self.progress_panel.follows:
+            self.go_to_frame(t)
         if bar is not None:
             if bar.total != result.total:
                 bar.total = result.total
@@ -344,14 +357,19 @@ class PropagateWidget(QWidget):
         self.job.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self._update_plot()
+        self.confidence_panel.redraw()
         self._enable_after_run(bool(self.confidence))
+        name = self.output_layer.name if self.output_layer is not None else "the output layer"
+        ended = "failed after" if self._failed else "stopped after" if self._done < self._total else "done:"
+        self.status_label.setText(f"{ended} {self._done} / {self._total} frames propagated into '{name}'")
+        self.progress_panel.finish()
         if not self._failed:
-            show_info(f"RGMP: {self._done} frames propagated into '{self.output_layer.name}'")
+            show_info(f"RGMP: {self._done} frames propagated into '{name}'")
 
-    def _update_plot(self) -> None:
-        frames = sorted(self.confidence)
-        self.plot.set_data(frames, [self.confidence[t] for t in frames])
+    @property
+    def confidence(self) -> dict[int, float]:
+        """{frame: the lowest confidence among the objects still tracked (NaN: none)} of the run."""
+        return self.confidence_panel.values
 
     def _enable_after_run(self, enabled: bool) -> None:
         self.least_button.setEnabled(enabled)
@@ -364,13 +382,12 @@ class PropagateWidget(QWidget):
     # ---------------------------------------------------------------------------------- navigation
     def least_confident_frame(self) -> int | None:
         """The propagated (non-key) frame with the lowest confidence."""
-        keys = set(self.keyframes) | set(self.corrections)
-        candidates = {t: c for t, c in self.confidence.items() if t not in keys}
-        return min(candidates, key=candidates.get) if candidates else None
+        return self.confidence_panel.least_confident(set(self.keyframes) | set(self.corrections))
 
     def go_to_frame(self, t: int) -> None:
-        self.viewer.dims.set_current_step(self.axis, t)
-        self.plot.set_marker(t)
+        """Show frame ``t`` of the stack in the viewer (and mark it on the plot)."""
+        self.viewer.dims.set_current_step(self._viewer_axis(), int(t))
+        self.confidence_panel.set_marker(int(t))
 
     def go_to_least_confident(self, *_: Any) -> None:
         t = self.least_confident_frame()

@@ -1,7 +1,8 @@
 """The one-command demo (`make demo`, `make demo HEADLESS=1`).
 
 GUI: opens napari with the synthetic microscopy time-lapse sample and its first-frame labels, the
-"Propagate labels" widget docked with the default model selected: press Run.
+"Propagate labels" widget docked with the default model selected and the viewer on the labelled
+frame: press Run (the viewer follows the frames as they are propagated).
 
 Headless (``--headless``): the same job through the command line, on both bundled samples
 (synthetic microscopy and synthetic video): ``rgmp propagate`` from frame 0's labels, then
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,6 +70,18 @@ def headless(checkpoint: Path, device: str) -> int:
     return 0
 
 
+def open_demo(viewer: Any, checkpoint: Path, device: str = "auto") -> Any:
+    """The demo in ``viewer``: the synthetic microscopy sample, the "Propagate labels" dock with
+    ``checkpoint`` chosen, and the viewer on the keyframe (the dock moves it there when it sees the
+    stack). Returns the dock widget."""
+    viewer.open_sample("napari-rgmp", "synthetic_microscopy")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
+    widget.set_checkpoint(checkpoint)
+    if device != "auto":
+        widget.device_combo.setCurrentText(device)
+    return widget
+
+
 def gui(checkpoint: Path, device: str, quit_after: float | None) -> int:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise SystemExit("demo: no display to open napari on: run `make demo HEADLESS=1`, or start it under "
@@ -75,13 +89,9 @@ def gui(checkpoint: Path, device: str, quit_after: float | None) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-rgmp demo")
-    viewer.open_sample("napari-rgmp", "synthetic_microscopy")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
-    widget.set_checkpoint(checkpoint)
-    if device != "auto":
-        widget.device_combo.setCurrentText(device)
-    print(f"napari is open with the synthetic time-lapse, its frame-0 labels and {checkpoint.name} selected: "
-          "press Run in the 'Propagate labels' dock.", flush=True)
+    widget = open_demo(viewer, checkpoint, device)
+    print(f"napari is open with the synthetic time-lapse on its labelled frame {widget.current_frame()} and "
+          f"{checkpoint.name} selected: press Run in the 'Propagate labels' dock.", flush=True)
     if quit_after is not None:
         from qtpy.QtCore import QTimer
 

@@ -46,3 +46,13 @@ def test_gui_demo_opens_napari_with_the_widget_docked(tiny_checkpoint):
                              "--quit-after", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "press Run in the 'Propagate labels' dock" in result.stdout
+    assert "on its labelled frame 0" in result.stdout
+
+
+def test_demo_opens_on_the_keyframe(make_napari_viewer, tiny_checkpoint):
+    """napari opens a stack on its middle frame; the demo shows the labelled one (frame 0)."""
+    viewer = make_napari_viewer()
+    widget = demo.open_demo(viewer, tiny_checkpoint, "cpu")
+    assert widget.keyframes == [0]
+    assert viewer.dims.current_step[0] == 0
+    assert widget.progress_panel.follows  # the run will be followed frame by frame

@@ -97,7 +97,7 @@ def test_run_writes_checkpoint_and_registers_it(make_widget, qtbot, base, tmp_pa
     labels_before = viewer.layers["masks"].data.copy()
     out = tmp_path / "adapted.pt"
     configure(widget, base, out, iterations=4)
-    qtbot.waitUntil(lambda: "resnet18" in widget.checkpoint_info.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "ResNet-18" in widget.checkpoint_info.text(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: widget.frames_label.text() == "training frames: 0, 3", timeout=5000)
 
     worker = widget.run()

@@ -148,8 +148,14 @@ def test_four_dimensional_stack_along_a_chosen_axis(make_napari_viewer, qtbot, c
     viewer.window.add_dock_widget(widget)
     widget.set_checkpoint(checkpoint)
     widget.device_combo.setCurrentText("cpu")
-    assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == ["0", "1"]
-    widget.axis_combo.setCurrentText("0")
+    # the viewer's slider names (viewer.dims.axis_labels) and the frames along each axis
+    names = viewer.dims.axis_labels
+    assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == [
+        f"{names[0]} (8 frames)", f"{names[1]} (2 frames)"]
+    viewer.dims.axis_labels = ("t", "z", "y", "x")
+    assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == ["t (8 frames)", "z (2 frames)"]
+    assert [widget.axis_combo.itemData(i) for i in range(widget.axis_combo.count())] == [0, 1]
+    widget.axis_combo.setCurrentIndex(widget.axis_combo.findData(0))
     run_and_wait(qtbot, widget)
     output = viewer.layers["cells propagated"].data
     assert output.shape == volume.shape and not output[:, 0].any()  # only the z = 1 slice
