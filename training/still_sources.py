@@ -1,7 +1,7 @@
 """Sources of still images with instance labels, for stage-1 training (:mod:`training.static_pairs`).
 
 A *still source* is a small sequence of stills: ``len(source)`` and ``source[i] -> (image, labels)``
-with image float32 (H, W, 3) in [0, 1] and labels int32 (H, W) (int64 for wider ids), 0 = background. Sources list
+with image float32 (H, W, 3) in [0, 1] and labels int32 (H, W) (int64 / uint64 for wider ids), 0 = background. Sources list
 their files when built and read an image only when it is asked for.
 
 Kinds of stills only: :class:`FolderSource` (image + mask folders) and :class:`VOCSource`.
@@ -48,7 +48,7 @@ def _pair(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray,
                          "each mask must have the size of its image")
     if np.can_cast(labels.dtype, np.int32):
         return image, labels.astype(np.int32, copy=False)
-    return image, labels.astype(np.int64, copy=False)  # wider ids stay distinct (uint64 wraps one to one)
+    return image, labels if labels.dtype == np.uint64 else labels.astype(np.int64, copy=False)  # wider ids kept
 
 
 def _folder(path: PathLike, what: str) -> Path:
