@@ -196,12 +196,18 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_user_message(files, tmp_path, ca
         assert "checkpoint:" not in captured.out and _digest(bad) == before
 
 
-def test_init_that_is_not_a_checkpoint_gets_the_same_message(tmp_path, capsys) -> None:
-    config = tmp_path / "tiny.yaml"
+def _tiny_config(folder: Path) -> Path:
+    config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump({
-        "stage": "pretrain", "output_dir": str(tmp_path / "run"), "device": "cpu",
+        "stage": "pretrain", "output_dir": str(folder / "run"), "device": "cpu",
+        "model": {"backbone": "resnet18", "decoder_channels": 8},
         "data": {"sources": [{"kind": "synthetic_video", "count": 1, "num_frames": 4, "size": [64, 64]}],
                  "crop_size": [64, 64], "batch_size": 1}, "optim": {"iterations": 1}}))
+    return config
+
+
+def test_init_that_is_not_a_checkpoint_gets_the_same_message(tmp_path, capsys) -> None:
+    config = _tiny_config(tmp_path)
     bad = _not_checkpoints(tmp_path)[0]
     assert main(["pretrain", "--config", str(config), "--init", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -228,3 +234,12 @@ def test_finetune_on_a_stack_with_time_and_z_takes_the_index_like_propagate(chec
         capsys.readouterr().err
     assert main([*run, "--labels", str(label), "--at", "1", "--reference-frame", "2", "--out", str(tmp_path / "z1.pt")]) == 0
     assert load_checkpoint(tmp_path / "z1.pt")[1].metadata["frames_used"] == [2]
+
+
+def test_a_folder_problem_is_a_message_with_exit_code_1(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["pretrain", "--config", str(_tiny_config(tmp_path)), f"output_dir={blocker / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rgmp-train pretrain: error: {blocker}") and "Not a directory" in err
+    assert not INTERNAL.search(err), err

@@ -97,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.stage = argv[0]
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"rgmp-train {args.stage}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"rgmp-train {args.stage}: interrupted", file=sys.stderr)
-        return 130
+    except (ValueError, OSError, MemoryError, KeyboardInterrupt) as error:  # worded for users: rgmp_model.cli_errors
+        from rgmp_model.cli_errors import exit_code, user_message
+
+        prefix = "" if isinstance(error, KeyboardInterrupt) else "error: "
+        print(f"rgmp-train {args.stage}: {prefix}{user_message(error)}", file=sys.stderr)
+        return exit_code(error)
 
 
 def resolve_default_model(config: TrainConfig) -> TrainConfig:
