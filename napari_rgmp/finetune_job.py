@@ -3,7 +3,7 @@ trains on and the messages shown to the user (checkpoint descriptions: :mod:`.ch
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,45 +11,53 @@ import numpy as np
 
 from .layers import LayerFrames
 
-OUT_OF_MEMORY = "out of GPU memory: lower the batch size or crop size, or use the CPU"
+OUT_OF_MEMORY = "out of memory while fine-tuning"
+KEPT_STATE = "checkpoints"  # the trainer's resumable state in the work folder: removed (the dock cannot resume)
 
 
-def default_output(base: Path | None) -> Path:
-    """``<base stem>-finetuned.pt`` next to ``base`` (in the home folder when that folder is not
-    writable), numbered so that no existing file is proposed."""
-    folder = base.parent if base is not None and os.access(base.parent, os.W_OK) else Path.home()
-    stem = base.stem if base is not None else "rgmp"
-    candidate, number = folder / f"{stem}-finetuned.pt", 2
-    while candidate.exists():
-        candidate, number = folder / f"{stem}-finetuned-{number}.pt", number + 1
-    return candidate
+def out_of_memory_message(options: dict[str, Any] | None = None) -> str:
+    """What to try when fine-tuning ran out of memory, with the values that were used."""
+    options = options or {}
+    batch = f" (now {options['batch_size']})" if "batch_size" in options else ""
+    crop = f" (now {options['crop_size'][0]} px)" if "crop_size" in options else ""
+    return (f"{OUT_OF_MEMORY}: lower the batch size{batch} or the crop size{crop}, or choose the CPU as device "
+            "(slower: use fewer iterations). The base checkpoint is unchanged and no checkpoint was saved")
 
 
-def error_message(error: BaseException) -> str:
-    """What to tell the user about an error raised by a fine-tuning run."""
-    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
-        return OUT_OF_MEMORY
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or "out of memory" in text or "out of gpu memory" in text or "can't allocate memory" in text)
+
+
+def error_message(error: BaseException, options: dict[str, Any] | None = None) -> str:
+    """What to tell the user about an error raised by a fine-tuning run with ``options``."""
+    if is_out_of_memory(error):
+        return out_of_memory_message(options)
     if isinstance(error, (ValueError, FileNotFoundError)):
         return str(error)
     return f"fine-tuning failed ({type(error).__name__}: {error})"
 
 
-def run_finetune(images: Any, labels: Any, base: str, out: str, options: dict[str, Any],
+def run_finetune(images: Any, labels: Any, base: str, out: str, options: dict[str, Any], work: str,
                  on_progress: Callable[[int, int, float], None], should_stop: Callable[[], bool]) -> Path:
     """The worker's job: one call to ``finetune_on_stack`` (imported here, in the thread) with
     finetune.yaml's config and the widget's ``options`` (iterations, lr, batch_size, crop_size,
-    device); the run's work files go to a temporary folder."""
-    import tempfile
-
+    device). The run's training folder is ``work`` (log, config, loss plot); its resumable state
+    is removed afterwards, and the folder too when nothing else was written."""
     from training.finetune import finetune_config, finetune_on_stack
 
     overrides = [f"optim.iterations={int(options['iterations'])}", f"optim.lr={float(options['lr'])!r}",
                  f"data.batch_size={int(options['batch_size'])}",
                  f"data.crop_size=[{', '.join(str(int(s)) for s in options['crop_size'])}]",
                  f"device={options['device']}"]
-    with tempfile.TemporaryDirectory(prefix="rgmp-finetune-") as work:
+    try:
         config = finetune_config(base, out, overrides, output_dir=work)
         return finetune_on_stack(images, labels, config, on_progress=on_progress, should_stop=should_stop)
+    finally:
+        shutil.rmtree(Path(work) / KEPT_STATE, ignore_errors=True)
+        if Path(work).is_dir() and not any(Path(work).iterdir()):
+            Path(work).rmdir()
 
 
 class LabelSnapshot:

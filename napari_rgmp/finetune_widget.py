@@ -3,14 +3,16 @@
 The widget checks the layers (through :mod:`napari_rgmp.layers`), then runs ONE call,
 ``training.finetune.finetune_on_stack``, in a napari worker thread. Progress (iteration, total,
 loss) comes back through a Qt signal; Stop, closing the widget or closing the viewer end the run
-after the current iteration (the checkpoint is still written). torch and ``training`` are
-imported only when needed, so importing this module is cheap.
+after the current iteration (the checkpoint is still written). The labels choice never defaults to
+a layer the Propagate dock produced (and warns when one is chosen); the new checkpoint goes to the
+user model folder as ``<image>-finetuned-<date>.pt`` and the run's training folder to the cache
+(:mod:`.finetune_defaults`). torch and ``training`` are imported only when needed, so importing
+this module is cheap.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import weakref
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtGui import QCloseEvent, QDoubleValidator
 from qtpy.QtWidgets import (
@@ -32,10 +34,15 @@ from rgmp_model.inference.labels import labelled_frames
 
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
-from .finetune_job import LabelSnapshot, default_output, error_message, run_finetune
+from .finetune_defaults import (
+    OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output, work_folder,
+)
+from .finetune_job import LabelSnapshot, error_message, run_finetune
 from .layer_combo import LayerCombo
-from .layers import LayerFrames, image_frames, labels_frames, stack_axes
+from .layers import LayerFrames, axis_choices, image_frames, labels_frames
+from .output_store import is_propagated
 from .plots import LinePlot
+from .scroll_dock import ScrollDock
 
 if TYPE_CHECKING:
     import napari
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SHOWN_FRAMES = 12  # training frames listed before "..."
+NO_LABELS = "(choose a Labels layer)"
 
 
 class ProgressRelay(QObject):
@@ -68,7 +76,7 @@ def _note() -> QLabel:
 
 
 # ---------------------------------------------------------------------------------- widget
-class FinetuneWidget(QWidget):
+class FinetuneWidget(ScrollDock):
     """Dock widget: fine-tune a checkpoint on the frames of a Labels layer."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -79,6 +87,8 @@ class FinetuneWidget(QWidget):
         self._stop_event = threading.Event()
         self._output_edited = False
         self._watched: list[Any] = []
+        self._warned: Any = None  # the propagated layer last warned about
+        self._options: dict[str, Any] = {}  # the running job's options, for its messages
         self._last_progress: tuple[int, int, float] | None = None
         self._frames_timer = QTimer(self, singleShot=True, interval=200)  # debounces edits
         self._frames_timer.timeout.connect(self.update_training_frames)
@@ -99,9 +109,10 @@ class FinetuneWidget(QWidget):
     # ------------------------------------------------------------------------------ layout
     def _build(self) -> None:
         self.image_combo = LayerCombo(self.viewer, Image)
-        self.labels_combo = LayerCombo(self.viewer, Labels)
+        self.labels_combo = LayerCombo(self.viewer, Labels, none_text=NO_LABELS, prefer=lambda layer: not is_propagated(layer))
         self.axis_combo, self.axis_label = QComboBox(), QLabel("stack axis")
-        self.frames_label, self.status_label = _note(), _note()
+        self.frames_label, self.status_label, self.labels_note = _note(), _note(), _note()
+        self.labels_note.setVisible(False)
         self.picker = CheckpointPicker("Base checkpoint")
         self.checkpoint_info = self.picker.info_label
         self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=100, singleStep=50)
@@ -128,8 +139,8 @@ class FinetuneWidget(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for label, field in [
-            ("image", self.image_combo), ("labels", self.labels_combo), (self.axis_label, self.axis_combo),
-            (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
+            ("image", self.image_combo), ("labels", self.labels_combo), (None, self.labels_note),
+            (self.axis_label, self.axis_combo), (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
             ("learning rate", self.learning_rate),
             ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
             ("output", _row(self.output_path, self.output_button)),
@@ -138,7 +149,7 @@ class FinetuneWidget(QWidget):
                 form.addRow(field)
             else:
                 form.addRow(label, field)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addLayout(form)
         for widget in (_row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
             layout.addWidget(widget)
@@ -155,6 +166,9 @@ class FinetuneWidget(QWidget):
         self.output_path.textEdited.connect(self._on_output_edited)
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
+        self.viewer.dims.events.axis_labels.connect(self._fill_axes)
+        for name, tip in TIPS.items():
+            getattr(self, name).setToolTip(tip)
 
     # ------------------------------------------------------------------------------ layers
     def _watch(self, layers: list[Any]) -> None:
@@ -168,10 +182,18 @@ class FinetuneWidget(QWidget):
 
     def _on_image_changed(self, *_: Any) -> None:
         self._fill_axes()
+        self._refresh_output()
         self._on_labels_changed()
 
     def _on_labels_changed(self, *_: Any) -> None:
-        self._watch([self.image_combo.layer(), self.labels_combo.layer()])
+        labels = self.labels_combo.layer()
+        self._watch([self.image_combo.layer(), labels])
+        own_output = labels is not None and is_propagated(labels)
+        self.labels_note.setText(f"warning: training on the model's own output ('{labels.name}')" if own_output else "")
+        self.labels_note.setVisible(own_output)
+        if own_output and self._warned is not labels:
+            show_warning(OWN_OUTPUT_WARNING.format(name=labels.name))
+        self._warned = labels if own_output else None
         self.schedule_frames_update()
 
     def _on_layer_data(self, *_: Any) -> None:
@@ -183,17 +205,13 @@ class FinetuneWidget(QWidget):
             self.schedule_frames_update()
 
     def _fill_axes(self) -> None:
-        layer = self.image_combo.layer()
-        axes = stack_axes(layer) if layer is not None else []
+        choices = axis_choices(self.viewer, self.image_combo.layer())
         current = self.axis_combo.currentData()
-        names = list(getattr(layer, "axis_labels", ()) or ())
-        data = None if layer is None else layer.data[0] if layer.multiscale else layer.data
-        shape = tuple(data.shape) if data is not None else ()
         self.axis_combo.blockSignals(True)
         self.axis_combo.clear()
-        for axis in axes:
-            name = names[axis] if axis < len(names) else f"axis {axis}"
-            self.axis_combo.addItem(f"{name} ({shape[axis]} frames)" if axis < len(shape) else name, axis)
+        for text, axis in choices:
+            self.axis_combo.addItem(text, axis)
+        axes = [axis for _, axis in choices]
         self.axis_combo.setCurrentIndex(max(self.axis_combo.findData(current), 0) if axes else -1)
         self.axis_combo.blockSignals(False)
         self.axis_combo.setVisible(len(axes) > 1)
@@ -242,8 +260,12 @@ class FinetuneWidget(QWidget):
         return Path(path) if path else None
 
     def _on_base_changed(self, *_: Any) -> None:
+        self._refresh_output()
+
+    def _refresh_output(self) -> None:
+        """The default output (until the user sets one): named from the image layer and the date."""
         if not self._output_edited:
-            self.output_path.setText(str(default_output(self.base_checkpoint())))
+            self.output_path.setText(str(default_output(self.image_combo.currentText() or None)))
 
     # ------------------------------------------------------------------------------ output
     def set_output(self, path: str | os.PathLike) -> None:
@@ -265,35 +287,16 @@ class FinetuneWidget(QWidget):
         """The arguments of the library call, after checking every input (ValueError /
         FileNotFoundError with a message saying what to do)."""
         images, labels, frames = self.stacks()
-        base = self.base_checkpoint()
-        if base is None:
-            raise ValueError("choose a base checkpoint: Browse... for an RGMP checkpoint (.pt / .pth)")
-        if not base.is_file():
-            raise FileNotFoundError(f"checkpoint {base} does not exist: choose another one with Browse...")
-        known = self.picker.description()
-        if known is not None and not known.ok:
-            raise ValueError(known.text)
-        try:
-            lr = float(self.learning_rate.text())
-        except ValueError:
-            lr = math.nan
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning rate {self.learning_rate.text()!r} is not a positive number: use e.g. 5e-5")
+        base = Path(self.picker.checked_path("a base checkpoint"))
+        lr = checked_learning_rate(self.learning_rate.text())
         if self.crop_size.value() % 32:
             raise ValueError(f"crop size {self.crop_size.value()} px is not a multiple of 32: use e.g. "
                              f"{max(32, self.crop_size.value() // 32 * 32)} px")
-        text = self.output_path.text().strip()
-        if not text:
-            raise ValueError("choose where to save the fine-tuned checkpoint (output)")
-        out = Path(text).expanduser()
-        if out.is_dir():
-            raise ValueError(f"output {out} is a folder: give a file name such as model-finetuned.pt")
-        if out.resolve() == base.resolve():
-            raise ValueError("the output would overwrite the base checkpoint: choose another output file")
+        out = checked_output(self.output_path.text(), base)
         options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
                    "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
         return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
-                "options": options}
+                "options": options, "work": str(work_folder(out))}
 
     def run(self) -> Any:
         """Check the inputs and start the fine-tuning worker; returns it (None when refused)."""
@@ -322,6 +325,7 @@ class FinetuneWidget(QWidget):
         worker_box.append(worker)
         self.worker = worker
         self._last_progress = None
+        self._options, self._work = request["options"], Path(request["work"])
         total = request["options"]["iterations"]
         self.loss_plot.clear()
         self.loss_plot.set_x_range((0, total))
@@ -359,12 +363,13 @@ class FinetuneWidget(QWidget):
         registry.add(path)
         done = self._last_progress
         early = f" (stopped after {done[0]} of {done[1]} iterations)" if done and done[0] < done[1] else ""
-        self.status_label.setText(f"saved {path}{early}")
+        kept = f"; training log and loss plot in {self._work}" if self._work.is_dir() else ""
+        self.status_label.setText(f"saved {path}{early}{kept}")
         show_info(f"fine-tuned checkpoint saved to {path}{early}")
 
     def _on_errored(self, error: BaseException) -> None:
         logger.error("fine-tuning failed", exc_info=error)
-        message = error_message(error)
+        message = error_message(error, self._options)
         self.status_label.setText(f"failed: {message}")
         show_error(message)
 
@@ -373,8 +378,7 @@ class FinetuneWidget(QWidget):
             self.pbar.close()
         self.worker = None
         self._set_running(False)
-        if not self._output_edited:
-            self.output_path.setText(str(default_output(self.base_checkpoint())))
+        self._refresh_output()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.stop()

@@ -18,6 +18,8 @@ import numpy as np
 
 DEFAULT_OUTPUT_BUDGET = 2 * 1024**3  # bytes of output labels held in memory before they go to disk
 STORE_KEY = "rgmp_output_store"  # layer.metadata entry naming the layer's on-disk store
+PROPAGATED_KEY = "rgmp_propagated"  # layer.metadata entry: the layer holds this plugin's output
+PROPAGATED_SUFFIX = " propagated"  # the name of a new output layer: "<labels> propagated"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ def new_output_data(shape: tuple[int, ...], dtype: Any, policy: OutputPolicy) ->
     return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0), path
 
 
+def is_propagated(layer: Any) -> bool:
+    """Whether ``layer`` holds the Propagate dock's output: marked in its metadata when the dock
+    wrote it, or named "<labels> propagated" (e.g. saved and opened again)."""
+    metadata = getattr(layer, "metadata", None) or {}
+    return bool(metadata.get(PROPAGATED_KEY)) or str(getattr(layer, "name", "")).endswith(PROPAGATED_SUFFIX)
+
+
 def discard_store(event: Any) -> None:
     """``viewer.layers.events.removed`` handler: delete the on-disk store of a removed output layer."""
     layer = getattr(event, "value", None)
@@ -62,20 +71,22 @@ def discard_store(event: Any) -> None:
 def prepare_output_layer(viewer: Any, source: Any, chosen: Any, frames: Any, policy: OutputPolicy,
                          new_layer_text: str) -> Any:
     """The chosen output layer, or a "<labels> propagated" one (reused when it fits, else new, on
-    disk above the budget), with the frames of the stack about to be propagated cleared."""
+    disk above the budget), with the frames of the stack about to be propagated cleared; the layer
+    is marked as propagated output (:func:`is_propagated`)."""
     if chosen is not None:
         if chosen.data.shape != source.data.shape:
             raise ValueError(f"output layer '{chosen.name}' has shape {chosen.data.shape}, "
                              f"not {source.data.shape}: choose {new_layer_text}")
         layer = chosen
     else:
-        name = f"{source.name} propagated"
+        name = f"{source.name}{PROPAGATED_SUFFIX}"
         layer = viewer.layers[name] if name in viewer.layers else None
         if layer is None or layer.data.shape != source.data.shape:
             data, store = new_output_data(source.data.shape, np.result_type(source.data.dtype, np.uint16), policy)
             layer = viewer.add_labels(data, name=name, scale=source.scale, translate=source.translate,
                                       metadata={STORE_KEY: str(store)} if store else {})
             viewer.layers.events.removed.connect(discard_store)
+    layer.metadata = {**layer.metadata, PROPAGATED_KEY: True}
     for t in range(len(frames)):
         layer.data[frames.selection.index(t)] = 0
     layer.refresh()

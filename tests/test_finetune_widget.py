@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,7 +12,8 @@ import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt, QThreadPool
 
-from napari_rgmp.finetune_job import OUT_OF_MEMORY, default_output, error_message
+from napari_rgmp.finetune_defaults import default_output
+from napari_rgmp.finetune_job import OUT_OF_MEMORY, error_message
 from napari_rgmp.finetune_widget import FinetuneWidget
 from napari_rgmp.plots import LinePlot, envelope, finite_runs, nice_ticks
 
@@ -258,8 +260,9 @@ def test_out_of_memory_is_explained(make_widget, qtbot, base, tmp_path, notes, m
     configure(widget, base, tmp_path / "out.pt", iterations=2)
     assert widget.run() is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
-    assert OUT_OF_MEMORY in notes()
-    assert error_message(RuntimeError("MPS backend out of memory")) == OUT_OF_MEMORY
+    assert any(m.startswith(OUT_OF_MEMORY) and "batch size (now 2)" in m for m in notes()), notes()
+    assert error_message(RuntimeError("MPS backend out of memory")).startswith(OUT_OF_MEMORY)
+    assert error_message(MemoryError()).startswith(OUT_OF_MEMORY)
     assert error_message(ValueError("label a frame")) == "label a frame"
 
 
@@ -298,15 +301,18 @@ def test_defaults_device_list_and_output_name(make_widget, base):
     devices = [widget.device.itemText(i) for i in range(widget.device.count())]
     assert devices[:2] == ["auto", "cpu"] and widget.device.currentText() == "auto"
     widget.set_base_checkpoint(base)
-    assert widget.output_path.text() == str(base.parent / "tiny-finetuned.pt")
+    from rgmp_model.nn.models import user_models_dir
+
+    today = datetime.date.today().isoformat()
+    assert widget.output_path.text() == str(user_models_dir() / f"frames-finetuned-{today}.pt")
 
 
 def test_default_output_is_never_an_existing_file(tmp_path):
-    base = tmp_path / "model.pt"
-    assert default_output(base) == tmp_path / "model-finetuned.pt"
-    (tmp_path / "model-finetuned.pt").write_bytes(b"")
-    assert default_output(base) == tmp_path / "model-finetuned-2.pt"
-    assert default_output(None).parent == Path.home()
+    day = datetime.date(2026, 11, 29)
+    assert default_output("cells 1/2", tmp_path, day) == tmp_path / "cells-1-2-finetuned-2026-11-29.pt"
+    (tmp_path / "cells-1-2-finetuned-2026-11-29.pt").write_bytes(b"")
+    assert default_output("cells 1/2", tmp_path, day) == tmp_path / "cells-1-2-finetuned-2026-11-29-2.pt"
+    assert default_output(None, tmp_path, day).name == "rgmp-finetuned-2026-11-29.pt"
 
 
 # ---------------------------------------------------------------------------------- LinePlot
