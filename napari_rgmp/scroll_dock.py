@@ -7,12 +7,14 @@ from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 MAX_HINT_HEIGHT = 640  # px: the height a dock asks for at most (a 1280x800 screen, menus and title)
+MAX_HINT_WIDTH = 440  # px: long texts (model summary, messages) wrap rather than widen the dock
 MIN_HEIGHT = 200  # px: the least height it needs (two docks stacked on an 800 px screen)
 
 
 class ScrollDock(QWidget):
     """Put the controls in ``self.body`` (give it a layout); they scroll vertically when the dock
-    is shorter than they are. The dock's size hint is the body's, at most MAX_HINT_HEIGHT high."""
+    is shorter than they are. The dock's size hint is the body's, at most MAX_HINT_HEIGHT high and
+    MAX_HINT_WIDTH wide (never narrower than the body's minimum)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -30,8 +32,9 @@ class ScrollDock(QWidget):
         return self.scroll.verticalScrollBar().sizeHint().width()
 
     def sizeHint(self) -> QSize:
-        hint = self.body.sizeHint()
-        return QSize(hint.width() + self._bar_width(), min(hint.height(), MAX_HINT_HEIGHT))
+        hint, least = self.body.sizeHint(), self.body.minimumSizeHint()
+        width = max(min(hint.width(), MAX_HINT_WIDTH), least.width())
+        return QSize(width + self._bar_width(), min(hint.height(), MAX_HINT_HEIGHT))
 
     def minimumSizeHint(self) -> QSize:
         return QSize(self.body.minimumSizeHint().width() + self._bar_width(), MIN_HEIGHT)
