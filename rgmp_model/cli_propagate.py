@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,7 @@ def run_propagate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rgmp_model.inference.labels import ObjectIds
+    from rgmp_model.inference.memory import MemoryRetryWarning
     from rgmp_model.inference.session import open_session
     from rgmp_model.io.hyperstack import open_hyperstack
     from rgmp_model.io.outputs import check_not_input
@@ -226,21 +228,24 @@ def run_propagate(args: argparse.Namespace) -> int:
     started, done, writer, session, notes = time.perf_counter(), 0, None, None, 0
     bar = tqdm(total=0, unit="frame", desc="propagating")
     try:
-        for i, keys in sorted(keyframes.items()):
-            session = open_session(checkpoint, view.frames(i), options)
-            session.set_keyframes(keys)
-            if writer is None:  # once the model has loaded
-                (height, width), info = session.working_size, session.checkpoint
-                print(f"model: {info.path.name} ({info.describe()}) on {session.device}, working size {width}x{height}")
-                writer = open_writer(out, kind, view, dtype)
-            bar.total += session.total_frames()
-            bar.refresh()
-            for t, labels, _ in session.propagate():
-                writer[view.out_index(i, t)] = labels
-                done += 1
-                bar.update(1)
-                notes = _print_notes(session, notes, bar)
-            notes = 0
+        with warnings.catch_warnings():  # a retry with less memory is printed once, as a note
+            warnings.simplefilter("ignore", MemoryRetryWarning)
+            for i, keys in sorted(keyframes.items()):
+                session = open_session(checkpoint, view.frames(i), options)
+                session.set_keyframes(keys)
+                if writer is None:  # once the model has loaded
+                    (height, width), info = session.working_size, session.checkpoint
+                    print(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
+                          f"working size {width}x{height}")
+                    writer = open_writer(out, kind, view, dtype)
+                bar.total += session.total_frames()
+                bar.refresh()
+                for t, labels, _ in session.propagate():
+                    writer[view.out_index(i, t)] = labels
+                    done += 1
+                    bar.update(1)
+                    notes = _print_notes(session, notes, bar)
+                notes = 0
     except BaseException as error:
         bar.close()
         if writer is None or not isinstance(error, Exception | KeyboardInterrupt):

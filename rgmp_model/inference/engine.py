@@ -12,7 +12,8 @@ one frame and the previous soft masks are held per step; each keyframe's referen
 kept until its labels change, so propagating again (after a correction) re-encodes only the
 keyframes that changed. Region mode (``options.region``; ``inference/region_stretch.py``) runs a
 stretch as one crop per object at full resolution: ``uses_region(keyframe)`` says whether it will,
-``region_used`` which stretches did, ``divisions`` the parents of parts that separated.
+``region_used`` which stretches did, ``divisions`` the parents of parts that separated. A frame that
+runs out of memory is retried once with less (``inference/memory.py``; ``notes`` says so).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rgmp_model.inference.flow import dense_flow, grey, warp_along_flow
 from rgmp_model.inference.frames import FrameStack
+from rgmp_model.inference.full_frame import FullFrameStretch
+from rgmp_model.inference.memory import MemoryGuard
 from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
 from rgmp_model.inference.labels import ObjectIds, validate_label_frame
 from rgmp_model.nn.network import RGMP, model_on_device
@@ -80,7 +82,8 @@ class PropagationSession:
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
         propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator
         self._propagator = propagator(self.model, self.options.scales, dtype, object_batch)
-        self._regions = RegionRunner(self.model, self.options, self.frames.is_grey, dtype)
+        self.memory = MemoryGuard(self.device)  # out of memory: one retry with less per run (inference/memory.py)
+        self._regions = RegionRunner(self.model, self.options, self.frames.is_grey, dtype, self.memory)
         self.region_used: dict[int, bool] = {}  # keyframe -> whether its stretch ran in region mode
         self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
         self._keyframes: dict[int, np.ndarray] = {}
@@ -99,6 +102,11 @@ class PropagationSession:
     @property
     def flow(self) -> str | None:
         return self.options.flow
+
+    @property
+    def notes(self) -> list[str]:
+        """What the session changed on its own, e.g. a smaller working size after running out of memory."""
+        return self.memory.notes
 
     # ----------------------------------------------------------------------------- keyframes
     def add_keyframe(self, frame_index: int, labels: Any) -> None:
@@ -270,6 +278,7 @@ class PropagationSession:
         stretches = self.plan(direction, from_keyframes)
         total = sum(len(s.backward) + len(s.forward) + include_keyframes for s in stretches)
         done = 0
+        self.memory.begin_run()
         for stretch in stretches:
             for result in self._propagate_stretch(stretch, objects, include_keyframes, keep_probabilities):
                 done += 1
@@ -295,25 +304,9 @@ class PropagationSession:
         if region:
             yield from self._region_stretch(stretch, objects, keep_probabilities)
             return
-        reference = self._reference(stretch.keyframe, channels, active, objects)
+        full_frame = FullFrameStretch(self, stretch.keyframe, channels, active, objects, keep_probabilities)
         for frames in (stretch.backward, stretch.forward):
-            previous = reference.initial_previous
-            last_grey = grey(self._frame(stretch.keyframe)[0]) if self.flow is not None else None
-            for t in frames:
-                frame = self._frame(t)
-                if last_grey is not None:
-                    current_grey = grey(frame[0])
-                    previous = warp_along_flow(previous, dense_flow(current_grey, last_grey, self.flow))
-                    last_grey = current_grey
-                try:
-                    probabilities, previous = self._propagator.step(reference, previous, frame)
-                except torch.cuda.OutOfMemoryError as error:
-                    raise RuntimeError(
-                        f"out of GPU memory at frame {t} ({self.working_size[1]}x"
-                        f"{self.working_size[0]} working size, {len(active)} objects): set a "
-                        f"smaller max_size, fewer scales, or run on the CPU"
-                    ) from error
-                yield self._result(t, probabilities, active, objects, keep_probabilities)
+            yield from full_frame.run(frames)
 
     def _reference(self, index: int, channels: Tensor, active: Tensor, objects: ObjectIds) -> Reference:
         """The reference features of keyframe ``index`` for its ``active`` channels, encoded
@@ -328,11 +321,16 @@ class PropagationSession:
         self._references[index] = (ids, reference)
         return reference
 
+    def _drop_full_frame_references(self) -> None:
+        """Forget the reference features encoded at the working size (it changed)."""
+        self._references = {k: v for k, v in self._references.items() if isinstance(v[1], KeyframeRegions)}
+
     def _region_stretch(self, stretch: Stretch, objects: ObjectIds, keep: bool) -> Iterator[FrameResult]:
         """A stretch in region mode; the keyframe's tracker is kept like reference features."""
         kept = self._references.get(stretch.keyframe)
         if kept is None or not isinstance(kept[1], KeyframeRegions):
-            regions = self._regions.start(self._full_frame(stretch.keyframe), self._keyframes[stretch.keyframe])
+            regions = self._regions.start(self._full_frame(stretch.keyframe), self._keyframes[stretch.keyframe],
+                                          stretch.keyframe)
             kept = self._references[stretch.keyframe] = ((), regions)
         for direction, frames in ((-1, stretch.backward), (1, stretch.forward)):
             for t, labels, confidence, probabilities in self._regions.run(

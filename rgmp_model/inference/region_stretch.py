@@ -18,7 +18,7 @@ driver of one stretch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from rgmp_model.inference.labels import ObjectIds
+from rgmp_model.inference.memory import MemoryGuard
 from rgmp_model.inference.options import PropagationOptions
-from rgmp_model.inference.region import RegionOptions, RegionTracker, choose_region_mode
+from rgmp_model.inference.region import RegionOptions, RegionTracker, StepResult, choose_region_mode
 from rgmp_model.nn.network import RGMP
 
 __all__ = ["DivisionIds", "KeyframeRegions", "RegionRunner", "uses_region_mode"]
@@ -84,20 +85,56 @@ class KeyframeRegions:
 
 
 class RegionRunner:
-    """Region mode for one session: ``options`` (resolved), frames grey or not, autocast dtype."""
+    """Region mode for one session: ``options`` (resolved), frames grey or not, autocast dtype,
+    the session's ``guard`` against running out of memory (a retry sends one crop per network call)."""
 
-    def __init__(self, model: RGMP, options: PropagationOptions, grey: bool, dtype: torch.dtype | None) -> None:
+    def __init__(self, model: RGMP, options: PropagationOptions, grey: bool, dtype: torch.dtype | None,
+                 guard: MemoryGuard | None = None) -> None:
         self.model, self.grey, self.dtype = model, grey, dtype
         self.options = RegionOptions(crop_size=options.region_crop_size, split_divisions=options.split_divisions,
                                      batch=options.object_batch or RegionOptions.batch)
         self.division_ids = DivisionIds()
+        self.guard = guard or MemoryGuard(torch.device("cpu"))
+        self._tracker: RegionTracker | None = None  # the one running, for the retry
 
-    def start(self, frame: Tensor, labels: np.ndarray) -> KeyframeRegions:
-        """A tracker started on keyframe ``frame`` (1, 3, H, W) with its (H, W) ``labels``."""
+    def start(self, frame: Tensor, labels: np.ndarray, index: int = 0) -> KeyframeRegions:
+        """A tracker started on keyframe ``index``'s ``frame`` (1, 3, H, W) with its (H, W) ``labels``."""
         objects = ObjectIds.from_frames([labels])
-        tracker = RegionTracker(self.model, self.options, self.grey, self.dtype)
-        tracker.start(frame, objects.channels(labels), list(range(1, len(objects) + 1)))
+        tracker = self._tracker = RegionTracker(self.model, self.options, self.grey, self.dtype)
+        self.guard.attempt(lambda: tracker.start(frame, objects.channels(labels), list(range(1, len(objects) + 1))),
+                           f"keyframe {index}", self._one_crop_per_call, lambda: self._context(tracker), self._advice)
         return KeyframeRegions(tracker, objects.ids)
+
+    def _one_crop_per_call(self) -> str | None:
+        """After running out of memory: one crop per network call (None when it already was)."""
+        if self.options.batch == 1:
+            return None
+        batch, self.options = self.options.batch, replace(self.options, batch=1)
+        if self._tracker is not None:
+            self._tracker.options = self.options
+        return f"one crop per network call in region mode (was up to {batch})"
+
+    def _context(self, tracker: RegionTracker) -> str:
+        return f"region mode, {len(tracker.tracks)} crop(s) of {tracker.crop_size} px, {self.options.batch} per call"
+
+    @staticmethod
+    def _advice() -> str:
+        return ("smaller crops (region_crop_size=64), full frames at a smaller working size (--region off "
+                "--max-size 512, region='off', max_size=512) or the CPU (--device cpu, device='cpu')")
+
+    def _step(self, tracker: RegionTracker, frame: Callable[[], Tensor], t: int) -> StepResult:
+        """``tracker.step`` on frame ``t``; out of memory: retried once from the same tracks."""
+        tracks, next_channel = {c: replace(track) for c, track in tracker.tracks.items()}, tracker.next_channel
+
+        def step() -> StepResult:
+            tracker.tracks, tracker.next_channel = {c: replace(k) for c, k in tracks.items()}, next_channel
+            return tracker.step(frame())
+
+        self._tracker = tracker
+        if tracker.options.batch > self.options.batch:  # a tracker started before a retry took less
+            tracker.options = replace(tracker.options, batch=self.options.batch)
+        return self.guard.attempt(step, f"frame {t}", self._one_crop_per_call, lambda: self._context(tracker),
+                                  self._advice)
 
     def run(self, regions: KeyframeRegions, keyframe: int, direction: int, frames: Sequence[int],
             read: Callable[[int], Tensor], objects: ObjectIds, keep: bool) -> Iterator[RegionResult]:
@@ -115,13 +152,7 @@ class RegionRunner:
         taken = {int(i) for i in objects.ids.tolist()}
         dtype = objects.dtype
         for t in frames:
-            try:
-                result = tracker.step(read(t))
-            except torch.cuda.OutOfMemoryError as error:
-                raise RuntimeError(
-                    f"out of GPU memory at frame {t} in region mode ({len(tracker.tracks)} crops of "
-                    f"{tracker.crop_size} px): set a smaller region_crop_size or object_batch, or region='off'"
-                ) from error
+            result = self._step(tracker, lambda: read(t), t)
             for child, parent in sorted(result.born.items()):
                 to_id[child] = self.division_ids.assign(keyframe, direction, child, to_id[parent], taken)
                 session_channel[child] = session_channel[parent]
