@@ -88,5 +88,5 @@ def hostile_checkpoint(path: Path, marker: Path, zipped: bool = True) -> Path:
 
         torch.save(payload, path)
     else:
-        path.write_bytes(pickle.dumps(payload))
+        path.write_bytes(pickle.dumps(payload, protocol=2))  # the protocol of torch's legacy files
     return path
