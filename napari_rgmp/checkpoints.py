@@ -68,7 +68,9 @@ class Description:
 
     @property
     def details(self) -> str:
-        return f"{self.path}\n{self.info.describe()}" if self.info is not None else self.path
+        if self.info is None:
+            return self.path
+        return f"{self.path}\n{self.info.describe()}\ntrained on: {_trained_on(self.info)}"
 
 
 def encoder_name(backbone: str) -> str:
@@ -78,6 +80,13 @@ def encoder_name(backbone: str) -> str:
     if backbone.startswith("efficientnet_lite"):
         return f"EfficientNet-Lite{backbone[len('efficientnet_lite'):]}"
     return backbone
+
+
+TRAINED_ON_SHOWN = 90  # characters of "trained on" in the dock (all of it in the tooltip)
+
+
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1].rstrip(" ,;") + "…"
 
 
 def _trained_on(info: Any) -> str:
@@ -111,7 +120,7 @@ def model_summary(info: Any) -> str:
     size = info.working_size
     return "\n".join([
         f"encoder: {encoder_name(info.config.backbone)} (decoder {info.config.decoder_channels} channels)",
-        f"trained on: {_trained_on(info)}",
+        f"trained on: {_shorten(_trained_on(info), TRAINED_ON_SHOWN)}",
         f"validation J&F: {_validation(info)}",
         f"working size: {f'{size} px (longer side)' if size else 'full size'}",
     ])

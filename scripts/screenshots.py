@@ -10,18 +10,30 @@ Steps, as a first-time user would take them:
   3. propagate with the fine-tuned model, go to the least confident frame -> propagate-after.png
   4. correct that frame (the sample's ground truth stands in for the user's brush strokes) and
      press "Use this frame as a keyframe"                             -> propagate-corrected.png
+
+Each picture is the window at the xvfb screen's size with the view fitted to the clip again (a
+dock opening narrows the canvas and used to cut the clip), the canvas rendered at its real size
+and pasted in (a window grab can hold a stale, stretched canvas), and the clip's aspect on the
+canvas checked against the data's: a cut or squashed picture is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import napari
+import numpy as np
+from qtpy.QtCore import QPoint
+from qtpy.QtGui import QImage, QPainter
 from qtpy.QtWidgets import QApplication
+
+WINDOW = (1600, 1000)  # the xvfb screen of `make screenshots`
+ASPECT_TOLERANCE = 0.03
 
 
 def wait_for(widget, timeout: float = 1800.0) -> None:
@@ -43,6 +55,38 @@ def settle(viewer, seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
+def content_aspect(canvas: np.ndarray) -> float:
+    """Width / height of the non-black part of a canvas screenshot (H, W, 3 or 4) (the clip)."""
+    rows, cols = np.nonzero(canvas[..., :3].max(axis=-1) > 8)
+    if rows.size == 0:
+        raise RuntimeError("the canvas is empty: nothing was drawn")
+    return (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1)
+
+
+def save(viewer, path: Path, data_aspect: float) -> None:
+    """The window as it is, its canvas rendered now at its real size; refuses a squashed clip."""
+    window = viewer.window._qt_window
+    window.resize(*WINDOW)  # the docks scroll: the window never needs to grow past the screen
+    settle(viewer, 0.3)
+    viewer.reset_view()  # the canvas narrowed when a dock opened: fit the whole clip again
+    settle(viewer, 0.3)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    aspect = content_aspect(canvas)
+    if abs(aspect / data_aspect - 1) > ASPECT_TOLERANCE:
+        raise RuntimeError(f"{path.name}: the clip is drawn at aspect {aspect:.3f}, the data's is {data_aspect:.3f} "
+                           "(cut or squashed)")
+    image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+    native = viewer.window._qt_viewer.canvas.native
+    rgba = np.ascontiguousarray(canvas)
+    drawn = QImage(rgba.data, rgba.shape[1], rgba.shape[0], rgba.strides[0], QImage.Format.Format_RGBA8888)
+    drawn.setDevicePixelRatio(rgba.shape[1] / max(native.width(), 1))
+    painter = QPainter(image)
+    painter.drawImage(native.mapTo(window, QPoint(0, 0)), drawn)
+    painter.end()
+    if not image.save(str(path)):
+        raise RuntimeError(f"could not write {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs/images"))
@@ -59,6 +103,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     work = Path(tempfile.mkdtemp(prefix="rgmp-screenshots-"))
+    os.environ["RGMP_MODELS_DIR"] = str(work / "models")  # the pictures list no user models; nothing left behind
     base = bundled_checkpoint()
     untrained = base is None
     if untrained:
@@ -66,13 +111,16 @@ def main() -> None:
                                {"recipe": "untrained ResNet-18 base for the screenshots"})
 
     viewer = napari.Viewer(title="napari-rgmp")
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(*WINDOW)
     viewer.open_sample("napari-rgmp", "synthetic_video")
-    _, propagate = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
+    height, width = viewer.layers["synthetic video"].data.shape[1:3]
+    aspect = width / height
+    propagate_dock, propagate = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
     settle(viewer)
-    viewer.screenshot(str(args.out / "propagate-before.png"), canvas_only=False)
+    save(viewer, args.out / "propagate-before.png", aspect)
 
-    _, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")
+    propagate_dock.hide()  # one dock at a time: each picture shows its whole dock
+    finetune_dock, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")
     finetune.set_base_checkpoint(base)
     if args.iterations is not None:
         finetune.iterations.setValue(args.iterations)
@@ -84,8 +132,10 @@ def main() -> None:
     finetune.run()
     wait_for(finetune)
     settle(viewer)
-    viewer.screenshot(str(args.out / "finetune-after.png"), canvas_only=False)
+    save(viewer, args.out / "finetune-after.png", aspect)
 
+    finetune_dock.hide()
+    propagate_dock.show()
     propagate.set_checkpoint(work / "synthetic-video-finetuned.pt")
     propagate.device_combo.setCurrentText("cpu")
     propagate.run()
@@ -93,7 +143,7 @@ def main() -> None:
     propagate.go_to_least_confident()
     viewer.window._qt_window.raise_()
     settle(viewer, 1.0)
-    viewer.screenshot(str(args.out / "propagate-after.png"), canvas_only=False)
+    save(viewer, args.out / "propagate-after.png", aspect)
 
     frame = propagate.least_confident_frame()
     output = propagate.output_layer
@@ -101,8 +151,9 @@ def main() -> None:
     output.refresh()
     propagate.use_current_frame_as_keyframe()
     wait_for(propagate)
+    propagate.go_to_frame(frame)  # the viewer followed the run: back to the corrected frame
     settle(viewer, 1.0)
-    viewer.screenshot(str(args.out / "propagate-corrected.png"), canvas_only=False)
+    save(viewer, args.out / "propagate-corrected.png", aspect)
     print(f"screenshots in {args.out}: " + ", ".join(sorted(p.name for p in args.out.glob("*.png"))))
     viewer.close()
     sys.exit(0)
