@@ -124,7 +124,20 @@ def _label_hyperstack(path: Path) -> Any:
 
 
 def read_keyframes(args: argparse.Namespace, view: Any) -> dict[int, dict[int, np.ndarray]]:
-    """{index of the other axis: {frame: (H, W) labels}} from LABELS (see DESCRIPTION)."""
+    """{index of the other axis: {frame: (H, W) labels}} from LABELS (see DESCRIPTION), each keyframe
+    checked to hold object ids, not a photograph's grey levels (``label_io.check_label_values``)."""
+    from rgmp_model.io.label_io import check_label_values
+
+    keyframes = _read_keyframes(args, view)
+    for i, keys in keyframes.items():
+        for t, labels in keys.items():
+            where = [f"{view.other_name} {i}"] if view.count > 1 else []
+            where += [f"frame {t}"] if len(keys) > 1 or t != 0 else []
+            check_label_values(labels, f"{args.labels.name} ({', '.join(where)})" if where else args.labels.name)
+    return keyframes
+
+
+def _read_keyframes(args: argparse.Namespace, view: Any) -> dict[int, dict[int, np.ndarray]]:
     from rgmp_model.inference.labels import labelled_frames
     from rgmp_model.io.label_io import open_label_stack
 
@@ -225,8 +238,7 @@ def run_propagate(args: argparse.Namespace) -> int:
     options = _options(args)
     objects = ObjectIds.from_frames([f for keys in keyframes.values() for f in keys.values()])
     dtype = np.result_type(objects.dtype, np.uint16) if options.split_divisions else objects.dtype  # daughters' ids
-    started, done, writer, session, notes = time.perf_counter(), 0, None, None, 0
-    bar = tqdm(total=0, unit="frame", desc="propagating")
+    started, done, writer, session, notes, bar = time.perf_counter(), 0, None, None, 0, None
     try:
         with warnings.catch_warnings():  # a retry with less memory is printed once, as a note
             warnings.simplefilter("ignore", MemoryRetryWarning)
@@ -238,6 +250,7 @@ def run_propagate(args: argparse.Namespace) -> int:
                     print(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
                           f"working size {width}x{height}")
                     writer = open_writer(out, kind, view, dtype)
+                    bar = tqdm(total=0, unit="frame", desc="propagating")
                 bar.total += session.total_frames()
                 bar.refresh()
                 for t, labels, _ in session.propagate():
@@ -247,12 +260,14 @@ def run_propagate(args: argparse.Namespace) -> int:
                     notes = _print_notes(session, notes, bar)
                 notes = 0
     except BaseException as error:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if writer is None or not isinstance(error, Exception | KeyboardInterrupt):
             raise
-        return keep_partial_output(error, writer, out, kind, done, bar.total if view.count == 1 else None,
+        return keep_partial_output(error, writer, out, kind, done, bar.total if bar and view.count == 1 else None,
                                    getattr(args, "debug", False))
-    bar.close()
+    if bar is not None:
+        bar.close()
     if kind == "ctc":
         writer.parents = dict(getattr(session, "divisions", None) or {})
     writer.close()

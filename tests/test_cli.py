@@ -97,3 +97,51 @@ def test_errors_are_reported_without_a_traceback(tmp_path, checkpoint, davis, ca
     assert "would overwrite an input" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), str(root)]) == 2
     assert "holds no label sequences" in capsys.readouterr().err
+
+
+def test_labels_are_checked_before_the_model_loads_and_photographs_refused(tmp_path, davis, monkeypatch, capsys) -> None:
+    from PIL import Image
+
+    import rgmp_model.inference.session as session_module
+    from rgmp_model.io.label_io import check_label_values
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the labels were checked")
+
+    monkeypatch.setattr(session_module, "load_model", no_model)
+    root, sequence = davis
+    images = root / "JPEGImages" / "480p" / sequence.name
+    rng = np.random.default_rng(0)
+    Image.fromarray((sequence.frames[0].mean(-1) * 255).astype(np.uint8)).save(tmp_path / "grey_photo.png")
+    tifffile.imwrite(tmp_path / "fluorescence.tif", rng.integers(100, 4000, (64, 80), dtype=np.uint16))
+    not_a_model = tmp_path / "weights.pt"
+    not_a_model.write_text("not a checkpoint")
+    for labels in ("grey_photo.png", "fluorescence.tif"):
+        before = (tmp_path / labels).read_bytes()
+        assert main(["propagate", str(images), "--labels", str(tmp_path / labels), "--checkpoint", str(not_a_model),
+                     "--out", str(tmp_path / "out.tif")]) == 2
+        err = capsys.readouterr().err
+        assert f"{labels} does not look like a label image: its values are scattered like a photograph's" in err
+        assert "integer object ids, one value per object and 0 for the background" in err
+        assert "weights.pt" not in err and (tmp_path / labels).read_bytes() == before
+    assert not (tmp_path / "out.tif").exists()
+    cells = np.zeros((256, 256), np.uint16)  # 100 small objects: labels, not a photograph
+    for i in range(100):
+        cells[(i // 10) * 25 + 5:(i // 10) * 25 + 15, (i % 10) * 25 + 5:(i % 10) * 25 + 12] = i + 1
+    check_label_values(cells, "cells.tif")
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_a_message_without_internal_names(tmp_path, davis, capsys) -> None:
+    root, sequence = davis
+    images = root / "JPEGImages" / "480p" / sequence.name
+    labels = root / "Annotations" / "480p" / sequence.name / "00000.png"
+    not_a_model = tmp_path / "weights.pt"
+    for content in (b"not a checkpoint", b"PK\x03\x04" + bytes(100)):  # text, a broken zip
+        not_a_model.write_bytes(content)
+        assert main(["propagate", str(images), "--labels", str(labels), "--checkpoint", str(not_a_model),
+                     "--out", str(tmp_path / "out.tif")]) == 2
+        err = capsys.readouterr().err
+        assert "weights.pt cannot be read as a PyTorch checkpoint" in err
+        for internal in ("UnpicklingError", "RuntimeError", "PytorchStreamReader", "weights_only", "Traceback"):
+            assert internal not in err
+    assert not (tmp_path / "out.tif").exists()
