@@ -148,6 +148,20 @@ def test_not_a_checkpoint_and_missing_file(tmp_path) -> None:
         load_checkpoint(other)
 
 
+def test_random_bytes_are_damage_not_a_code_risk(tmp_path) -> None:
+    """Random bytes fail torch's safe unpickler on an unsupported operand: the message says the
+    file is damaged or not a checkpoint, not that it could run code (that is for pickles naming a
+    callable, test_unsafe_pickle_is_refused)."""
+    for seed in range(8):
+        path = tmp_path / f"noise{seed}.pt"
+        path.write_bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.uint8).numpy().tobytes())
+        with pytest.raises(ValueError, match=rf"noise{seed}\.pt cannot be read as a PyTorch checkpoint") as error:
+            load_checkpoint(path)
+        assert "truncated or not a checkpoint" in str(error.value)
+        assert "could run code" not in str(error.value)
+
+
 def test_corrupted_weights_fail_the_hash(tmp_path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", build_rgmp("resnet18", 16))
     payload = torch.load(path, weights_only=True)
@@ -160,7 +174,7 @@ def test_corrupted_weights_fail_the_hash(tmp_path) -> None:
 def test_unsafe_pickle_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": types.SimpleNamespace(a=1)}, path)
-    with pytest.raises(ValueError, match="evil.pt cannot be read"):
+    with pytest.raises(ValueError, match="evil.pt cannot be read.*could run code"):
         load_checkpoint(path)
 
 

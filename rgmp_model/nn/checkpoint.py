@@ -193,7 +193,9 @@ def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", 
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, disallowed pickle content
         # torch's own text names its internals and may advise disabling the protection: not repeated
-        if "Weights only load failed" in str(error):
+        # only a pickle naming a callable (GLOBAL) is a code risk; random bytes fail the same
+        # unpickler on an unsupported operand, which is damage, not danger
+        if "Weights only load failed" in str(error) and "GLOBAL" in str(error):
             why = ("it holds Python objects other than weights, which could run code when loaded, so it was "
                    "refused unread. Use only checkpoints exported by napari-rgmp (or the authors' weights.pth)")
         else:
