@@ -145,3 +145,30 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_message_without_internal_names(t
         for internal in ("UnpicklingError", "RuntimeError", "PytorchStreamReader", "weights_only", "Traceback"):
             assert internal not in err
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_models_lists_every_file_even_when_one_fails_in_an_unexpected_way(tmp_path, checkpoint, monkeypatch, capsys) -> None:
+    import rgmp_model.nn.models as models
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setenv("RGMP_MODELS_DIR", str(folder))
+    for name in ("a_good.pt", "b_odd.pt", "d_good.pt"):
+        (folder / name).write_bytes(checkpoint.read_bytes())
+    saved = torch.load(checkpoint, weights_only=True)
+    torch.save({**saved, "metadata": "not a mapping"}, folder / "c_metadata.pt")
+    (folder / "e_empty.pth").write_bytes(b"")
+    read = models.read_checkpoint_info
+
+    def odd(path, *args, **kwargs):
+        if path.name == "b_odd.pt":
+            raise RuntimeError("internal failure deep in a reader")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "read_checkpoint_info", odd)
+    assert main(["models"]) == 1
+    out = capsys.readouterr().out
+    for name in ("a_good.pt", "b_odd.pt", "c_metadata.pt", "d_good.pt", "e_empty.pth"):
+        assert f"{folder / name}\n" in out
+    assert out.count("DAMAGED") == 3 and out.count("... ok") == 2 + (models.bundled_checkpoint() is not None)
+    assert "b_odd.pt is not a usable napari-rgmp checkpoint (internal failure deep in a reader)" in out

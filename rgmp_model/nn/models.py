@@ -109,8 +109,11 @@ def verify_model(path: str | os.PathLike, location: str = "user") -> ModelEntry:
     try:
         check_file_record(path)
         info = read_checkpoint_info(path)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        return ModelEntry(path, location, None, str(error).splitlines()[0])
+    except Exception as error:  # any damage is reported; a listing goes on with the other files
+        message = (str(error).splitlines() or [""])[0]
+        if path.name not in message:  # a message from deeper down: say which file and what it means
+            message = f"{path.name} is not a usable napari-rgmp checkpoint ({message or 'unreadable'})"
+        return ModelEntry(path, location, None, message)
     return ModelEntry(path, location, info, None)
 
 
