@@ -151,7 +151,7 @@ def test_a_full_disk_gives_a_message_and_keeps_the_frames_written(tmp_path, stac
     out = tmp_path / "out.tif"
     assert _propagate(stack, checkpoint, out) == 1
     err = capsys.readouterr().err
-    assert "no space left on the disk" in err and "kept the 5 of 8 frames done" in err
+    assert f"error: {out}: no space left on the disk" in err and "kept the 5 of 8 frames done" in err
     assert "free space on the disk of" in err and "or choose --out on another disk" in err
     _assert_kept(out, complete, 5)
 
