@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 import time
 
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QProgressBar, QVBoxLayout, QWidget
+
+FOLLOW_MS = 100  # the viewer moves to the latest written frame at most this often (the GUI keeps up)
 
 
 def format_duration(seconds: float) -> str:
@@ -38,7 +41,10 @@ def progress_text(done: int, total: int, elapsed: float) -> str:
 
 class ProgressPanel(QWidget):
     """A progress bar (value: frames done; maximum: the job's frames) whose text gives frames/s and
-    the time left, and the "follow progress" check box (on by default)."""
+    the time left, and the "follow progress" check box (on by default): while it is on,
+    ``show_frame(t)`` asks for the latest written frame, at once and then at most every FOLLOW_MS."""
+
+    show_frame = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -54,6 +60,9 @@ class ProgressPanel(QWidget):
         self.follow_check.setToolTip("during a run, move the viewer's slider to each frame as it is written "
                                      "(turn off to look at other frames while it runs)")
         self._started = time.perf_counter()
+        self._pending: int | None = None
+        self._follow_timer = QTimer(self, singleShot=True, interval=FOLLOW_MS)
+        self._follow_timer.timeout.connect(self._show_pending)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -65,6 +74,20 @@ class ProgressPanel(QWidget):
     def follows(self) -> bool:
         """Whether the viewer should show each frame as it is written."""
         return self.follow_check.isChecked()
+
+    def follow(self, t: int) -> None:
+        """Frame ``t`` was written: show it now, or the latest one when FOLLOW_MS has passed."""
+        if not self.follows:
+            return
+        self._pending = int(t)
+        if not self._follow_timer.isActive():
+            self._show_pending()
+
+    def _show_pending(self) -> None:
+        if self._pending is not None:
+            t, self._pending = self._pending, None
+            self._follow_timer.start()
+            self.show_frame.emit(t)
 
     def start(self, text: str = "starting...") -> None:
         """A job starts: an empty bar (its total comes with the first frame)."""
@@ -83,7 +106,11 @@ class ProgressPanel(QWidget):
         return text
 
     def finish(self, text: str | None = None) -> None:
-        """The job ended; the bar keeps the frames done (``text`` replaces its message)."""
+        """The job ended: the last written frame is shown (when following); the bar keeps the
+        frames done (``text`` replaces its message)."""
+        self._follow_timer.stop()
+        self._show_pending()
+        self._follow_timer.stop()
         if self.bar.maximum() == 0:  # never got a frame
             self.bar.setRange(0, 1)
             self.bar.setValue(0)

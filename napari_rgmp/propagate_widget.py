@@ -124,6 +124,7 @@ class PropagateWidget(ScrollDock):
         self.least_button.clicked.connect(self.go_to_least_confident)
         self.keyframe_button.clicked.connect(self.use_current_frame_as_keyframe)
         self.confidence_panel.clicked.connect(self.go_to_frame)
+        self.progress_panel.show_frame.connect(self.go_to_frame)
         self.viewer.dims.events.axis_labels.connect(self._update_inputs)
         for name, tip in TIPS.items():
             getattr(self, name).setToolTip(tip)
@@ -337,8 +338,7 @@ class PropagateWidget(ScrollDock):
         bar = self.job.progress
         self.output_layer.data[frames.selection.index(t)] = result.labels
         self.output_layer.refresh()
-        if self.progress_panel.follows:
-            self.go_to_frame(t)
+        self.progress_panel.follow(t)
         if bar is not None:
             if bar.total != result.total:
                 bar.total = result.total
