@@ -264,10 +264,9 @@ def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
     expected, values = None, 0  # frames and values the writer recorded
     if tif.is_shaped and tif.shaped_metadata:
         shape = tuple(tif.shaped_metadata[0].get("shape", ()))
-        expected = int(np.prod(shape[:-2])) if len(shape) > 2 else None
-        if shape and shape[-1] in (3, 4) and len(shape) > 3:
-            expected = int(np.prod(shape[:-3]))
         values = int(np.prod(shape))
+        per_page = int(np.prod(pages[0].shape)) if len(pages) else 0  # a page may hold samples (planar or RGB)
+        expected = values // per_page if len(shape) > 2 and per_page else None
     elif tif.is_imagej and tif.imagej_metadata:
         expected = tif.imagej_metadata.get("images")
         values = int(expected or 0) * int(np.prod(pages[0].shape))
