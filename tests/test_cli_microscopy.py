@@ -4,6 +4,7 @@ TIFF and zarr input, on-disk output and the Cell Tracking Challenge layout."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,18 @@ def test_ome_zarr_axes_name_time_z_and_channels(tmp_path) -> None:
     assert view.out_index(2, 1) == (2, 1)
     with pytest.raises(ValueError, match="--channel 0..1"):
         stack.along("t")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_uncompressed_tiff_frames_are_read_without_a_lasting_memory_map(tmp_path) -> None:
+    """A long stack read frame by frame must not keep its pages mapped (a lasting memory map grows
+    the resident set by every frame touched): each read maps, copies and unmaps."""
+    from rgmp_model.io.hyperstack import open_hyperstack
+
+    data = np.arange(6 * 2 * 32 * 40, dtype=np.uint16).reshape(6, 2, 32, 40)
+    path = tmp_path / "long_tzyx.tif"
+    tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "TZYX"})
+    frames = open_hyperstack(path).along("t").frames(1)
+    read = [np.asarray(frames[t]) for t in range(6)]
+    assert all(np.array_equal(r, data[t, 1]) for t, r in enumerate(read))
+    assert str(path) not in Path("/proc/self/maps").read_text()

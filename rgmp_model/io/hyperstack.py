@@ -16,6 +16,7 @@ any other number of channels needs one to be chosen (``channel=``).
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,9 +243,35 @@ def _name_axes(shape: tuple[int, ...], found: str, given: str | None, name: str)
     return "".join(letters)
 
 
+class MappedPerRead:
+    """An N-D array stored contiguously in a file (an uncompressed TIFF series), read by index:
+    each read maps the file, copies the indexed values and unmaps it again, so the pages read do
+    not stay resident in the process (a long stack read frame by frame with a lasting memory map
+    grows the resident set by every frame touched: 4 GB for 2,000 frames of 1024x1024 uint16)."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, int(offset), tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            whole = np.ndarray(self.shape, self.dtype, buffer=mapped, offset=self.offset)
+            values = np.array(whole[index])
+            del whole  # no view may outlive the map: it is closed (unmapped) on leaving the block
+        return values
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[...]
+        return values if dtype is None else values.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
 def _tiff_array(path: Path) -> tuple[Any, str]:
-    """A TIFF's first series as an N-D array-like and its axes: memory-mapped when its data are
-    contiguous and uncompressed, else a zarr view that decodes one page (plane) at a time."""
+    """A TIFF's first series as an N-D array-like and its axes: read through a memory map per read
+    (:class:`MappedPerRead`) when its data are contiguous and uncompressed, else a zarr view that
+    decodes one page (plane) at a time."""
     try:
         tif = tifffile.TiffFile(path)
     except tifffile.TiffFileError as err:
@@ -260,13 +287,9 @@ def _tiff_array(path: Path) -> tuple[Any, str]:
             raise ValueError(f"{path.name} is not a readable TIFF file ({err})") from err
         raise
     shape, axes = tuple(series.shape), series.axes
-    if series.dataoffset is not None:
-        try:
-            data = tifffile.memmap(path, mode="r")
-            tif.close()
-            return data.reshape(shape), axes
-        except ValueError:
-            pass
+    if series.dataoffset is not None and series.dtype.itemsize > 0:
+        tif.close()
+        return MappedPerRead(path, series.dataoffset, shape, np.dtype(tif.byteorder + series.dtype.char)), axes
     import zarr
 
     return zarr.open(series.aszarr(), mode="r"), axes  # keeps the file open while the stack is used
