@@ -111,8 +111,9 @@ def benchmark_max_size(given: int | None, recorded: int | None) -> int:
 
 
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
-                device: str) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
-    """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``)."""
+                device: str, region: str = "auto") -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+    """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``);
+    ``region``: the session's region mode (auto, on, off) for the model methods."""
     key = np.asarray(seq.truth[0])
     if method == "copy":
         return copy_propagation(seq.frames, 0, key, "forward")
@@ -120,7 +121,7 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
         return flow_propagation(seq.frames, 0, key, "forward", max_size, flow_method)
     from rgmp_model.inference.session import open_session
 
-    options = PropagationOptions(direction="forward", max_size=max_size, device=device,
+    options = PropagationOptions(direction="forward", max_size=max_size, device=device, region=region,
                                  flow=flow_method if method == "model+flow" else None)
     session = open_session(model, seq.frames, options)
     session.add_keyframe(0, key)
@@ -128,7 +129,7 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
 
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
-               flow_method: str, device: str, kind: str | None = None) -> Run:
+               flow_method: str, device: str, kind: str | None = None, region: str = "auto") -> Run:
     """Propagate ``seq`` with ``kind`` (model, model+flow, flow or copy; default ``method``),
     write the labels under ``out_root/method`` and score the written files."""
     truth0 = np.asarray(seq.truth[0])
@@ -138,7 +139,7 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     names = frame_names(seq.images, count) if seq.images is not None else None
     seconds = 0.0
     with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
-        results = propagation(kind or method, seq, model, max_size, flow_method, device)
+        results = propagation(kind or method, seq, model, max_size, flow_method, device, region)
         started = time.perf_counter()
         for t, labels, _ in results:
             seconds += time.perf_counter() - started
@@ -198,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="working size (longer side) of the model and the flow baseline; 0 = full size "
                              "(default: the model's working_size metadata as `rgmp propagate` uses it, else "
                              f"{FALLBACK_MAX_SIZE})")
+    parser.add_argument("--region", choices=("auto", "on", "off"), default="auto",
+                        help="region mode of the model methods, as `rgmp propagate --region` (default auto)")
     parser.add_argument("--flow-method", choices=("tvl1", "ilk"), default="tvl1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -257,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for method in methods:
                 kind, method_model, method_size = plans[method]
                 run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
-                                 kind=kind)
+                                 kind=kind, region=args.region)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
                 print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}  {run.fps:.2f} frames/s",
                       flush=True)
