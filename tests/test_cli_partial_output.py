@@ -200,10 +200,17 @@ def test_ctrl_c_in_process_keeps_the_frames_and_exits_130(tmp_path, stack, check
 
 
 _SLOW_RUN = """
-import sys, time
+import os, sys, time
+from pathlib import Path
 from rgmp_model.inference.propagators import BatchedPropagator
-step = BatchedPropagator.step
-BatchedPropagator.step = lambda self, *a: (time.sleep(0.4), step(self, *a))[1]
+step, calls = BatchedPropagator.step, []
+def slow(self, *args):
+    calls.append(1)
+    if len(calls) == 3:  # frames 1 and 2 are written: say so, then wait to be interrupted
+        Path(os.environ["RGMP_TEST_MARKER"]).touch()
+        time.sleep(120)
+    return step(self, *args)
+BatchedPropagator.step = slow
 from rgmp_model.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -211,17 +218,18 @@ raise SystemExit(main(sys.argv[1:]))
 
 def test_sigint_to_a_running_command_keeps_the_frames_done(tmp_path, stack, checkpoint, complete) -> None:
     images, labels = stack
-    out = tmp_path / "out.tif"
+    out, marker = tmp_path / "out.tif", tmp_path / "two-frames-done"
     before = digest(*stack, checkpoint)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]),
+               RGMP_TEST_MARKER=str(marker))
     process = subprocess.Popen(
         [sys.executable, "-c", _SLOW_RUN, "propagate", str(images), "--labels", str(labels), "--checkpoint",
          str(checkpoint), "--out", str(out), "--direction", "forward"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not any(".partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the writer opens once the model has loaded, then frames come every 0.4 s
-    time.sleep(1.0)
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # no fixed delay: the run waits inside frame 3 until it is interrupted
+    assert marker.exists(), "the run never reached frame 3"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
