@@ -200,8 +200,11 @@ def test_ctrl_c_in_process_keeps_the_frames_and_exits_130(tmp_path, stack, check
 
 
 _SLOW_RUN = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal: a child of a background job (nohup ... &, as CI may run) inherits SIGINT
+# ignored, and Python then keeps it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from rgmp_model.inference.propagators import BatchedPropagator
 step, calls = BatchedPropagator.step, []
 def slow(self, *args):
