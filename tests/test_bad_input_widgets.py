@@ -113,6 +113,15 @@ def finetune(qtbot: Any, widget: Any, base: Path, out: Path) -> None:
     qtbot.wait(50)
 
 
+def run_widget(qtbot: Any, kind: str, widget: Any, checkpoint: Path, out: Path) -> None:
+    """Press Run on the Propagate widget (``checkpoint`` as its model) or the Fine-tune widget
+    (``checkpoint`` as its base, ``out`` as its output)."""
+    if kind == "propagate":
+        propagate(qtbot, widget, checkpoint)
+    else:
+        finetune(qtbot, widget, checkpoint, out)
+
+
 @pytest.mark.parametrize("kind", ["propagate", "finetune"])
 @pytest.mark.parametrize(("make", "expected"), CHECKPOINTS)
 def test_damaged_checkpoints_are_a_notification(viewer_with, qtbot, tmp_path, kind, make, expected) -> None:
@@ -121,10 +130,7 @@ def test_damaged_checkpoints_are_a_notification(viewer_with, qtbot, tmp_path, ki
     viewer, widget = viewer_with(kind, image(), labels())
     before, files = snapshot(viewer.layers["frames"].data, viewer.layers["masks"].data), digest(tmp_path)
     start = len(notification_manager.records)
-    if kind == "propagate":
-        propagate(qtbot, widget, path)
-    else:
-        finetune(qtbot, widget, path, tmp_path / "tuned.pt")
+    run_widget(qtbot, kind, widget, path, tmp_path / "tuned.pt")
     assert_user_message(errors_since(start), "model.pt", expected)
     assert_unchanged(before)
     assert digest(tmp_path) == files  # nothing written, the checkpoint as it was, no marker file
@@ -140,10 +146,7 @@ def test_bad_layers_are_a_notification(viewer_with, qtbot, checkpoint, tmp_path,
     viewer, widget = viewer_with(kind, frames, masks)
     before, files = snapshot(viewer.layers["frames"].data, viewer.layers["masks"].data), digest(checkpoint)
     start = len(notification_manager.records)
-    if kind == "propagate":
-        propagate(qtbot, widget, checkpoint)
-    else:
-        finetune(qtbot, widget, checkpoint, tmp_path / "tuned.pt")
+    run_widget(qtbot, kind, widget, checkpoint, tmp_path / "tuned.pt")
     assert_user_message(errors_since(start), expected)
     assert_unchanged(before)
     assert digest(checkpoint) == files and not (tmp_path / "tuned.pt").exists()
