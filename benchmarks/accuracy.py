@@ -37,7 +37,11 @@ from benchmarks.fluorescence_set import FLUORESCENCE_SET, fluorescence_sequences
 from rgmp_model.cli import find_sequences  # noqa: E402
 from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
 from rgmp_model.eval.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
-from rgmp_model.inference.options import PropagationOptions, resolve_max_size  # noqa: E402
+from rgmp_model.inference.labels import object_sides  # noqa: E402
+from rgmp_model.inference.region_stretch import uses_region_mode  # noqa: E402
+from rgmp_model.inference.options import (  # noqa: E402
+    PropagationOptions, object_working_size, resolve_max_size, working_size,
+)
 from rgmp_model.io.stack_io import open_image_stack  # noqa: E402
 from rgmp_model.data.synthetic_fluorescence import dimmest_ids  # noqa: E402
 
@@ -110,28 +114,42 @@ def benchmark_max_size(given: int | None, recorded: int | None) -> int:
     return resolve_max_size(given, recorded, fallback=FALLBACK_MAX_SIZE)
 
 
+def sequence_working_size(seq: EvalSequence, max_size: int, fit: bool) -> tuple[int, int]:
+    """(height, width) at which ``seq`` runs full frames: ``max_size`` (0 = full size), made larger
+    for small objects as the library does when the model's recorded size applies (``fit``;
+    :func:`rgmp_model.inference.options.object_working_size`)."""
+    key = np.asarray(seq.truth[0])
+    h, w = key.shape
+    return object_working_size(h, w, max_size, object_sides(key)) if fit else working_size(h, w, max_size)
+
+
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
-                device: str, region: str = "auto") -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+                device: str, region: str = "auto", fit: bool = False) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
     """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``);
-    ``region``: the session's region mode (auto, on, off) for the model methods."""
+    ``region``: the session's region mode (auto, on, off) for the model methods. ``fit``:
+    ``max_size`` is the model's recorded size, so the sessions get ``max_size=None`` (as
+    `rgmp propagate` without --max-size: larger for small objects) and flow the same size."""
     key = np.asarray(seq.truth[0])
     if method == "copy":
         return copy_propagation(seq.frames, 0, key, "forward")
     if method == "flow":
-        return flow_propagation(seq.frames, 0, key, "forward", max_size, flow_method)
+        size = max(sequence_working_size(seq, max_size or 0, fit)) if fit else max_size
+        return flow_propagation(seq.frames, 0, key, "forward", size, flow_method)
     from rgmp_model.inference.session import open_session
 
-    options = PropagationOptions(direction="forward", max_size=max_size, device=device, region=region,
-                                 flow=flow_method if method == "model+flow" else None)
+    options = PropagationOptions(direction="forward", max_size=None if fit else max_size, device=device,
+                                 region=region, flow=flow_method if method == "model+flow" else None)
     session = open_session(model, seq.frames, options)
     session.add_keyframe(0, key)
     return session.propagate()
 
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
-               flow_method: str, device: str, kind: str | None = None, region: str = "auto") -> Run:
+               flow_method: str, device: str, kind: str | None = None, region: str = "auto",
+               fit: bool = False) -> Run:
     """Propagate ``seq`` with ``kind`` (model, model+flow, flow or copy; default ``method``),
-    write the labels under ``out_root/method`` and score the written files."""
+    write the labels under ``out_root/method`` and score the written files (``fit``: see
+    :func:`propagation`)."""
     truth0 = np.asarray(seq.truth[0])
     count = len(seq.truth)
     shape = (count, *truth0.shape)
@@ -139,7 +157,7 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     names = frame_names(seq.images, count) if seq.images is not None else None
     seconds = 0.0
     with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
-        results = propagation(kind or method, seq, model, max_size, flow_method, device, region)
+        results = propagation(kind or method, seq, model, max_size, flow_method, device, region, fit)
         started = time.perf_counter()
         for t, labels, _ in results:
             seconds += time.perf_counter() - started
@@ -238,18 +256,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model: {model} ({info.describe()})")
         working = info.working_size
     max_size = benchmark_max_size(args.max_size, working)
-    print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px")
+    fit = args.max_size is None and working is not None  # the model's size: larger for small objects
+    print(f"device {args.device}, {torch.get_num_threads()} torch threads, working size <= {max_size or 'full'} px"
+          + (" (more for small objects, as in rgmp propagate)" if fit else ""))
     for seq in sequences:
         h, w = np.asarray(seq.truth[0]).shape
-        print(f"  {seq.name}: {len(seq.truth)} frames of {w}x{h}, {len(np.unique(np.asarray(seq.truth[0]))) - 1} object(s)")
+        sh, sw = sequence_working_size(seq, max_size, fit)
+        region = uses_region_mode(PropagationOptions(region=args.region), np.asarray(seq.truth[0]))
+        print(f"  {seq.name}: {len(seq.truth)} frames of {w}x{h}, {len(np.unique(np.asarray(seq.truth[0]))) - 1} "
+              f"object(s), " + ("region mode (crops at full resolution)" if region else f"full frames at {sw}x{sh}"))
 
-    # method name -> (propagation kind, model, working size)
-    plans: dict[str, tuple[str, Any, int]] = {m: (m, model, max_size) for m in methods}
+    # method name -> (propagation kind, model, working size, fit to small objects)
+    plans: dict[str, tuple[str, Any, int, bool]] = {m: (m, model, max_size, fit) for m in methods}
     for name, path in compared.items():
         from rgmp_model.inference.session import load_model
 
         info = load_model(path, args.device)[1]
-        plans[name] = ("model", path, benchmark_max_size(args.max_size, info.working_size))
+        plans[name] = ("model", path, benchmark_max_size(args.max_size, info.working_size),
+                       args.max_size is None and info.working_size is not None)
         print(f"{name}: {path} ({info.describe()}), working size <= {plans[name][2] or 'full'} px")
     methods = [m for m in methods if m.startswith("model")] + list(compared) + [m for m in methods
                                                                                if not m.startswith("model")]
@@ -258,9 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_root = args.out or Path(scratch)
         for seq in sequences:
             for method in methods:
-                kind, method_model, method_size = plans[method]
+                kind, method_model, method_size, method_fit = plans[method]
                 run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
-                                 kind=kind, region=args.region)
+                                 kind=kind, region=args.region, fit=method_fit)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
                 print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}  {run.fps:.2f} frames/s",
                       flush=True)

@@ -15,7 +15,8 @@ TIPS: dict[str, str] = {
                        "one direction only",
     "device_combo": "where the network runs: auto picks a GPU (CUDA or Apple MPS) when there is one, else the CPU",
     "max_size_spin": "the longer image side the network works at (frames are resized to it, results back to full "
-                     "size). It follows the chosen model's size until you change it; smaller is faster and uses "
+                     "size). It follows the chosen model's size until you change it (small objects, e.g. nuclei under "
+                     "32 px there, then get more: up to full size or 512 px); smaller is faster and uses "
                      "less memory, full size is slowest",
     "multiscale_check": "run each frame at 0.5, 0.75 and 1 times the working size and average: a little more "
                         "accurate, about three times slower",

@@ -20,7 +20,7 @@ _EXPORTS = {
     "read_checkpoint_info": "nn.checkpoint",
     "save_checkpoint": "nn.checkpoint",
     "PropagationSession": "inference.engine",
-    "propagate": "inference.engine",
+    "propagate": "inference.session",
     "PropagationOptions": "inference.options",
     "resolve_device": "inference.options",
     "resolve_max_size": "inference.options",

@@ -65,7 +65,8 @@ def add_propagate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
     p.add_argument("--max-size", type=int, default=None, metavar="PX",
                    help="bound on the longer side of the working resolution; 0 = full size (default: "
-                   "the model's working_size metadata when it has one, else full size)")
+                   "the model's working_size metadata when it has one, larger for small objects up to full "
+                   "size or 512 px; else full size)")
     p.add_argument("--region", choices=("auto", "on", "off"), default="auto",
                    help="region mode for many small objects (one full-resolution crop per object): auto "
                    "decides from the keyframe's objects and frame size")

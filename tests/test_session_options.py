@@ -14,6 +14,7 @@ import torch
 from benchmarks import accuracy
 from napari_rgmp import propagate_job
 from rgmp_model import PropagationOptions, PropagationSession, build_rgmp, open_session, resolve_max_size, save_checkpoint
+from rgmp_model.inference import options as options_module
 from rgmp_model.inference import session as session_module
 from rgmp_model.cli import main as rgmp
 from rgmp_model.io.label_io import open_label_stack
@@ -187,10 +188,16 @@ def test_set_keyframes_holds_exactly_those_and_keeps_refined_boxes() -> None:
 
 
 # ---------------------------------------------------------------------------------- callers
-def test_rgmp_propagate_max_size_0_is_full_size_with_a_model_that_records_a_working_size(tmp_path, davis, opened, capsys):
+def test_rgmp_propagate_max_size_0_is_full_size_with_a_model_that_records_a_working_size(tmp_path, davis, opened, capsys,
+                                                                                         monkeypatch):
     model = tiny_checkpoint(tmp_path / "sized.pt", working_size=32)
     images, labels = davis / "JPEGImages" / "480p" / "tiny", davis / "Annotations" / "480p" / "tiny" / "00000.png"
     common = ["propagate", str(images), "--labels", str(labels), "--checkpoint", str(model), "--device", "cpu"]
+    # The tiny clip's objects are a few px at 32 px: small objects get full size (test_object_working_size.py) ...
+    assert rgmp([*common, "--out", str(tmp_path / "fitted.tif")]) == 0
+    assert opened[-1].working_size == (H, W) and f"working size {W}x{H}" in capsys.readouterr().out
+    # ... and objects large enough at the recorded size keep it.
+    monkeypatch.setattr(options_module, "SMALL_OBJECT_SIDE", 1)
     assert rgmp([*common, "--out", str(tmp_path / "recorded.tif")]) == 0
     assert opened[-1].working_size == (20, 32) and "working size 32x20" in capsys.readouterr().out
     assert rgmp([*common, "--max-size", "0", "--out", str(tmp_path / "full.tif")]) == 0
@@ -221,7 +228,8 @@ def test_cli_widget_job_and_accuracy_benchmark_build_identical_sessions(tmp_path
                           *size]) == 0
     cli, widget, benchmark = opened
     assert summary(cli) == summary(widget) == summary(benchmark)
-    expected = {None: (20, 32), 0: (H, W), 48: (30, 48)}[max_size]
+    # None: the recorded 32 px, made full size for the tiny clip's small objects (object_working_size)
+    expected = {None: (H, W), 0: (H, W), 48: (30, 48)}[max_size]
     assert cli.working_size == expected
 
 

@@ -28,9 +28,9 @@ from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.full_frame import FullFrameStretch
 from rgmp_model.inference.memory import MemoryGuard
 from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
-from rgmp_model.inference.labels import ObjectIds, validate_label_frame
+from rgmp_model.inference.labels import ObjectIds, object_sides, validate_label_frame
 from rgmp_model.nn.network import RGMP, model_on_device
-from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
+from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, object_working_size, resolve_device, working_size
 from rgmp_model.inference.plan import Stretch, plan_stretches
 from rgmp_model.inference.region_stretch import KeyframeRegions, RegionRunner, uses_region_mode
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from rgmp_model.nn.checkpoint import CheckpointInfo
 
 __all__ = ["DIRECTIONS", "MODES", "PRECISIONS", "FrameResult", "PropagationSession", "Stretch", "plan_stretches",
-           "propagate", "resolve_device", "working_size"]
+           "resolve_device", "working_size"]
 FrameResult = tuple[int, np.ndarray, dict[int, float]]
 
 
@@ -86,6 +86,8 @@ class PropagationSession:
         self._regions = RegionRunner(self.model, self.options, self.frames.is_grey, dtype, self.memory)
         self.region_used: dict[int, bool] = {}  # keyframe -> whether its stretch ran in region mode
         self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
+        self._fit_to_objects = options.max_size is None  # the model's size: small objects may get more pixels
+        self.size_limit: tuple[int, int] | None = None  # set by a retry at a smaller working size
         self._keyframes: dict[int, np.ndarray] = {}
         self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
         self._references: dict[int, tuple[tuple[int, ...], Reference | KeyframeRegions]] = {}  # keyframe -> (ids, it)
@@ -127,6 +129,19 @@ class PropagationSession:
         if previous is None or not np.array_equal(previous, labels):
             self._references.pop(index, None)
         self._keyframes[index] = labels
+        self._fit_working_size()
+
+    def _fit_working_size(self) -> None:
+        """The working size for the keyframes' objects (``options.object_working_size``) when the
+        model's recorded size applies, never above a size an out-of-memory retry took."""
+        if not self._fit_to_objects:
+            return
+        sides = [side for labels in self._keyframes.values() for side in object_sides(labels)]
+        size = object_working_size(self.frames.height, self.frames.width, self.options.max_size, sides)
+        size = min(size, self.size_limit or size)
+        if size != self.working_size:
+            self.working_size = size
+            self._drop_full_frame_references()
 
     def add_keyframes_from_stack(self, label_stack: Any) -> list[int]:
         """Every frame of a (T, H, W) label stack that holds labels becomes a keyframe.
@@ -195,6 +210,7 @@ class PropagationSession:
         index = self._frame_index(frame_index)
         for held in (self._keyframes, self._boxes, self._references):
             held.pop(index, None)
+        self._fit_working_size()
 
     @property
     def keyframes(self) -> tuple[int, ...]:
@@ -375,22 +391,3 @@ def _one_hot(channels: Tensor, num_objects: int) -> Tensor:
     """(H, W) channel indices -> (K+1, H, W) float32 one-hot."""
     return (channels[None] == torch.arange(num_objects + 1, device=channels.device)[:, None, None]).float()
 
-
-def propagate(
-    model: RGMP,
-    frames: Any,
-    labels: Any,
-    *,
-    reference_frame: int | None = None,
-    direction: str = "forward",
-    **session_options: Any,
-) -> Iterator[FrameResult]:
-    """Convenience wrapper: ``labels`` is either one (H, W) label image for ``reference_frame``
-    (default 0) or a (T, H, W) stack whose labelled frames are the keyframes. ``session_options``:
-    ``options=PropagationOptions(...)`` or the options as keywords."""
-    session = PropagationSession(model, frames, **session_options)
-    if np.ndim(labels) == 2:
-        session.add_keyframe(0 if reference_frame is None else reference_frame, labels)
-    else:
-        session.add_keyframes_from_stack(labels)
-    return session.propagate(direction)

@@ -97,6 +97,7 @@ class FullFrameStretch:
         if smaller is None:
             return None
         (h, w), session.working_size = session.working_size, smaller
+        session.size_limit = smaller  # later keyframes never take the session above it again
         session._drop_full_frame_references()
         self.reference = None
         return f"a smaller working size {smaller[1]}x{smaller[0]} (was {w}x{h})"

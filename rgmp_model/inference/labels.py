@@ -84,3 +84,14 @@ class ObjectIds:
         """(H, W) channel indices -> (H, W) labels with the original ids, in the ids' dtype."""
         lookup = np.concatenate([np.zeros(1, dtype=self.dtype), self.ids])
         return lookup[channels]
+
+
+def object_sides(labels: np.ndarray) -> list[int]:
+    """The longer side (px) of each object's bounding box in the (H, W) ``labels``."""
+    from scipy import ndimage
+
+    if not np.any(labels):
+        return []
+    channels = ObjectIds.from_frames([labels]).channels(labels)
+    boxes = ndimage.find_objects(channels)
+    return [max(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in (b for b in boxes if b is not None)]

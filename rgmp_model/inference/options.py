@@ -6,16 +6,21 @@
 Working size, one meaning everywhere (``rgmp propagate --max-size``, the Propagate widget's working
 size, the benchmarks, training validation), decided by :func:`resolve_max_size` alone:
 ``max_size`` None = the model's recorded working size when it has one, else full size;
-0 = full size; N (>= 32) = the longer side bounded by N px.
+0 = full size; N (>= 32) = the longer side bounded by N px. When the model's recorded size applies
+(``max_size`` None), :func:`object_working_size` lets small objects keep more pixels: a keyframe
+whose median object would be under ``SMALL_OBJECT_SIDE`` px gets a larger working size, up to full
+size and ``SMALL_OBJECT_CEILING`` px (larger frames with small objects go to region mode).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from rgmp_model.constants import NETWORK_STRIDE
@@ -28,6 +33,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' own size"
 MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
 MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
+SMALL_OBJECT_SIDE = 32  # px at the working size: a median object smaller than this gets a larger working size,
+SMALL_OBJECT_CEILING = 512  # px: up to this longer side (region mode's threshold, inference/region.py)
 
 
 def _check_max_size(value: Any, name: str = "max_size") -> int | None:
@@ -170,6 +177,23 @@ def working_size(height: int, width: int, max_size: int | None) -> tuple[int, in
     unchanged)."""
     factor = 1.0 if not max_size else min(1.0, max_size / max(height, width))
     return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def object_working_size(height: int, width: int, max_size: int | None, sides: Sequence[int]) -> tuple[int, int]:
+    """(height, width) at which the model's recorded bound ``max_size`` works for objects whose
+    bounding boxes' longer sides (full-size px) are ``sides``: :func:`working_size`, unless the
+    median object would be smaller than ``SMALL_OBJECT_SIDE`` px there; then just large enough,
+    up to full size and ``SMALL_OBJECT_CEILING`` px (never smaller than ``working_size``). Only
+    for the recorded bound: a bound the user chose applies as it is."""
+    size = working_size(height, width, max_size)
+    longer = max(height, width)
+    if not sides or max(size) >= longer:
+        return size
+    median = float(np.median(sides))
+    if median * max(size) / longer >= SMALL_OBJECT_SIDE:
+        return size
+    bound = min(math.ceil(longer * SMALL_OBJECT_SIDE / max(median, 1.0)), SMALL_OBJECT_CEILING)
+    return working_size(height, width, bound) if bound > max(size) else size
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

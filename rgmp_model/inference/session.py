@@ -17,10 +17,12 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 from rgmp_model.nn.checkpoint import CheckpointInfo, load_checkpoint
-from rgmp_model.inference.engine import PropagationSession
+from rgmp_model.inference.engine import FrameResult, PropagationSession
 from rgmp_model.nn.network import RGMP
 from rgmp_model.inference.options import PropagationOptions, resolve_device
 
@@ -70,3 +72,23 @@ def open_session(
         return PropagationSession(model, frames, options)
     network, info = load_model(model, options.device)
     return PropagationSession(network, frames, options, checkpoint=info)
+
+
+def propagate(
+    model: RGMP,
+    frames: Any,
+    labels: Any,
+    *,
+    reference_frame: int | None = None,
+    direction: str = "forward",
+    **session_options: Any,
+) -> Iterator[FrameResult]:
+    """Convenience wrapper: ``labels`` is either one (H, W) label image for ``reference_frame``
+    (default 0) or a (T, H, W) stack whose labelled frames are the keyframes. ``session_options``:
+    ``options=PropagationOptions(...)`` or the options as keywords."""
+    session = PropagationSession(model, frames, **session_options)
+    if np.ndim(labels) == 2:
+        session.add_keyframe(0 if reference_frame is None else reference_frame, labels)
+    else:
+        session.add_keyframes_from_stack(labels)
+    return session.propagate(direction)
