@@ -242,3 +242,26 @@ def test_region_options_are_checked_when_made(bad, message) -> None:
     options = PropagationOptions(region="on", region_crop_size=np.int64(96), split_divisions=True)
     assert options.region_crop_size == 96 and options.replace(region="auto").region == "auto"
     assert PropagationSession(LocalRuleModel(), np.zeros((2, 64, 64), np.uint8), region="off").options.region == "off"
+
+
+def test_the_previous_mask_of_the_next_frame_is_the_objects_pixels() -> None:
+    """A soft previous mask, cut, resized and pasted back frame after frame, loses mass (a dim
+    nucleus shrinks until it is lost); each track carries its object's winning pixels instead."""
+    shape = (96, 96)
+    image = np.zeros(shape, np.float32)
+    image[disc(shape, (30, 30), 8)] = 0.45  # dim: the rule's probability stays well below 1
+    image[disc(shape, (64, 60), 8)] = 1.0
+    key = np.zeros(shape, np.int64)
+    key[disc(shape, (30, 30), 8)] = 1
+    key[disc(shape, (64, 60), 8)] = 2
+    tracker = RegionTracker(LocalRuleModel(sharpness=4.0), RegionOptions(crop_size=64, normalise=False), grey=True)
+    tracker.start(frame_tensor(image), key, [1, 2])
+    for _ in range(3):
+        result = tracker.step(frame_tensor(image))
+        for c in (1, 2):
+            t0, l0, t1, l1 = tracker.tracks[c].patch
+            previous = tracker.tracks[c].previous.cpu().numpy()
+            assert set(np.unique(previous)) <= {0.0, 1.0}
+            np.testing.assert_array_equal(previous, (result.channels[t0:t1, l0:l1] == c).astype(np.float32))
+        assert result.confidence[1] < 0.9  # object 1's probability is soft indeed
+    assert (result.channels == 1).sum() >= 0.9 * (key == 1).sum()  # and has not shrunk

@@ -10,7 +10,8 @@ normalised by its own intensity percentiles (grey stacks; so that a dim nucleus 
 bright one; the range taken as at least half the object's range on the keyframe, so that the
 noise of a crop the object left is not stretched into an object), and the object probabilities
 are pasted back at full resolution and merged by RGMP's soft aggregation over the objects whose
-boxes cover a pixel. An object whose mask falls under ``min_area`` pixels (it left the frame or
+boxes cover a pixel; an object's pixels (the aggregation's winners) are its previous mask for
+the next frame. An object whose mask falls under ``min_area`` pixels (it left the frame or
 vanished) gets confidence 0 and is dropped.
 
 With ``split_divisions`` a part of an object that separates from it (a daughter cell) becomes
@@ -305,7 +306,11 @@ class RegionTracker:
 
     def _advance(self, c: int, channels: np.ndarray, patch: tuple[int, int, int, int], q: Tensor,
                  shape: tuple[int, int]) -> None:
-        """Move track ``c`` to where its pixels are now (its next window) and keep its probability."""
+        """Move track ``c`` to where its pixels are now (its next window); its previous mask for the
+        next frame is those pixels (hard, on ``q``'s device), not the aggregated probability ``q``:
+        cut, resized and pasted back frame after frame, a soft mask loses mass and a dim nucleus
+        shrinks until it is lost (measured with ``benchmarks/accuracy.py fluorescence --region on``,
+        docs/benchmarks.md)."""
         t0, l0, t1, l1 = patch
         region = channels[t0:t1, l0:l1] == c
         ys, xs = np.nonzero(region)
@@ -314,7 +319,8 @@ class RegionTracker:
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         motion = float(np.hypot(centre[0] - track.centre[0], centre[1] - track.centre[1]))
         track.motion = max(motion, 0.5 * track.motion)
-        track.centre, track.area, track.patch, track.previous = centre, float(region.sum()), patch, q
+        hard = torch.from_numpy(region.astype(np.float32)).to(q.device)
+        track.centre, track.area, track.patch, track.previous = centre, float(region.sum()), patch, hard
         track.box = self._window(box, track.motion, shape)
 
     def _split(self, c: int, channels: np.ndarray, patch: tuple[int, int, int, int], q: Tensor, area: int,
