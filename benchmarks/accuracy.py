@@ -13,6 +13,8 @@ back and scored with `rgmp evaluate`'s code (J, F, J&F; first and last frames ex
 Methods: model (default: the bundled model), model+flow (the same with flow guidance),
 flow (optical-flow warping baseline), copy (keyframe copied to every frame). frames/s counts the
 propagation alone (no file writing), on this machine's CPU or the chosen device.
+Working size: --max-size when given; else each model's recorded size, made larger for small
+objects exactly as `rgmp propagate` does (the flow baseline at the model's size per sequence).
 The fluorescence set (benchmarks/fluorescence_set.py) knows every nucleus's brightness: its table
 adds "J dim10", the mean J of the dimmest tenth of the nuclei (at least one per sequence).
 """
