@@ -19,11 +19,17 @@ def test_history_table_marks_each_stage_best(tmp_path, capsys) -> None:
         for iteration, jf in rows:
             lines += [f"{iteration},cows,0,0,{jf + 0.1}", f"{iteration},overall,0,0,{jf}"]
         (run / "validation.csv").write_text("\n".join(lines) + "\n")
-    assert main([str(tmp_path / "pretrain"), str(tmp_path / "video")]) == 0
+    cells = tmp_path / "cells"  # a stage that also validates on generated sequences
+    cells.mkdir()
+    (cells / "validation.csv").write_text("iteration,sequence,j,f,jf\n250,cows,0,0,0.7\n"
+                                          "250,synthetic_fluorescence_1000006_0001,0,0,0.9\n250,overall,0,0,0.85\n")
+    assert main([str(tmp_path / "pretrain"), str(tmp_path / "video"), str(cells)]) == 0
     out = capsys.readouterr().out
-    assert "| pretrain | 1,000 (best) | 0.700 | 0.600 |" in out
-    assert "| video | 500 (best) | 0.800 | 0.700 |" in out
-    assert "| video | 1,000 | 0.750 | 0.650 |" in out
+    assert "| stage | iteration | cows | fluorescence 1 | clips mean | overall J&F |" in out
+    assert "| pretrain | 1,000 (best) | 0.700 | - | 0.700 | 0.600 |" in out
+    assert "| video | 500 (best) | 0.800 | - | 0.800 | 0.700 |" in out
+    assert "| video | 1,000 | 0.750 | - | 0.750 | 0.650 |" in out
+    assert "| cells | 250 (best) | 0.700 | 0.900 | 0.700 | 0.850 |" in out  # the clips' mean leaves generated ones out
 
 
 def test_a_run_without_validation_is_named(tmp_path) -> None:
