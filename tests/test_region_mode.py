@@ -83,7 +83,12 @@ def test_auto_rule_prefers_region_mode_for_many_small_objects_in_large_frames() 
     large = np.zeros((1024, 1024), np.int64)
     large[disc(large.shape, (512, 512), 300)] = 1
     assert not choose_region_mode(large)
-    assert not choose_region_mode(small[:400, :400])  # a small frame: full-frame mode is cheap
+    assert choose_region_mode(small[:400, :400])  # small objects in a 400 px frame: region mode too
+    for side, expected in ((256, False), (272, True)):  # the same small nuclei: only the frame's size differs
+        field = np.zeros((side, side), np.int64)
+        for i, (y, x) in enumerate([(40, 40), (120, 200), (200, 90)], start=1):
+            field[disc(field.shape, (y, x), 4)] = i
+        assert choose_region_mode(field) == expected  # up to 256 px full-frame mode is cheap
 
 
 def test_each_crop_is_normalised_by_its_own_percentiles() -> None:
@@ -204,7 +209,7 @@ def test_split_divisions_gives_the_separated_part_a_new_id_and_records_its_paren
 
 
 def test_auto_chooses_region_mode_per_keyframe_and_on_off_force_it() -> None:
-    shape = (640, 640)  # longer than 512 px: the automatic rule may choose region mode
+    shape = (640, 640)  # longer than 256 px: the automatic rule may choose region mode
     centres = [(80 + 160 * (k // 4), 80 + 160 * (k % 4)) for k in range(12)]
     frames, small = moving_discs(shape, [(y, x, 0, 0, 8) for y, x in centres], 4, range(1, 13))
     large = np.zeros(shape, np.int32)

@@ -9,7 +9,7 @@ size, the benchmarks, training validation), decided by :func:`resolve_max_size` 
 0 = full size; N (>= 32) = the longer side bounded by N px. When the model's recorded size applies
 (``max_size`` None), :func:`object_working_size` lets small objects keep more pixels: a keyframe
 whose median object would be under ``SMALL_OBJECT_SIDE`` px gets a larger working size, up to full
-size and ``SMALL_OBJECT_CEILING`` px (larger frames with small objects go to region mode).
+size and ``SMALL_OBJECT_CEILING`` px (where region mode does not take the stretch).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' ow
 MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
 MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
 SMALL_OBJECT_SIDE = 32  # px at the working size: a median object smaller than this gets a larger working size,
-SMALL_OBJECT_CEILING = 512  # px: up to this longer side (region mode's threshold, inference/region.py)
+SMALL_OBJECT_CEILING = 512  # px: up to this longer side (full frames of small objects are slow; region mode is not)
 
 
 def _check_max_size(value: Any, name: str = "max_size") -> int | None:
@@ -66,7 +66,7 @@ class PropagationOptions:
     region: "auto", "on" or "off": region mode (one crop per object at full resolution, all crops
         batched; ``inference/region.py``) instead of whole frames at the working size. "auto"
         decides per keyframe's stretch (:func:`~rgmp_model.inference.region_stretch.uses_region_mode`:
-        many objects small relative to a frame longer than 512 px; never with official mode, flow
+        many objects small relative to a frame longer than 256 px; never with official mode, flow
         or several scales). Region mode ignores ``max_size`` (crops are cut from the full frames).
     region_crop_size: network side of every crop in region mode (a multiple of 32); None = from the
         keyframe's median object, 64-256 px.

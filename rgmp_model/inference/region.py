@@ -19,8 +19,10 @@ an object of its own, tracked from then on, with its parent recorded.
 
 When to use it (``choose_region_mode``): when objects are small relative to the frame: the
 median object's crop (box side x (1 + 2 context)) is at most a quarter of the frame's shorter
-side, the frame's longer side exceeds ``region_min_frame`` and no object's crop would cover more
-than half of the frame's area.
+side, the frame's longer side exceeds ``region_min_frame`` (256 px) and no object's crop would
+cover more than half of the frame's area. (It was 512 px until the tracks carried hard masks; on
+the 512 px fluorescence sequences region mode is now the more accurate and 20-70x faster:
+docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _crop_side(box: tuple[int, int, int, int], context: float) -> float:
 
 
 def choose_region_mode(channels: np.ndarray, context: float = RegionOptions.context,
-                       region_min_frame: int = 512) -> bool:
+                       region_min_frame: int = 256) -> bool:
     """The automatic rule (see the module docstring) on a keyframe's (H, W) channel map."""
     height, width = channels.shape
     boxes = object_boxes(channels, [int(c) for c in np.unique(channels) if c > 0])

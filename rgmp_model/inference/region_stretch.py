@@ -3,7 +3,7 @@ driver of one stretch.
 
 - :func:`uses_region_mode` is the one rule: ``PropagationOptions.region`` "on" / "off", or "auto":
   :func:`~rgmp_model.inference.region.choose_region_mode` on the keyframe's labels (objects small
-  relative to a frame longer than 512 px), except when the options ask for what only full-frame
+  relative to a frame longer than 256 px), except when the options ask for what only full-frame
   mode does (official mode, flow guidance, several scales).
 - :class:`RegionRunner` builds one :class:`~rgmp_model.inference.region.RegionTracker` per keyframe
   (its reference crops encoded once, kept by the session until the keyframe changes) and runs it
