@@ -109,9 +109,33 @@ def test_shipped_bundled_model_matches_its_record():
     # over all 8 DAVIS-2016 validation clips, never trained on, and at least 0.85 on the synthetic
     # microscopy sample; an ImageNet-initialised encoder with its data licence stated.
     assert meta["validation"]["DAVIS-2016 validation (8 clips) J&F"] >= 0.65
-    assert meta["validation"]["synthetic microscopy sample J&F"] >= 0.85
+    assert meta["validation"]["synthetic microscopy sample J&F"] >= 0.95
     assert meta["encoder"] == "efficientnet_lite0"
     assert "non-commercial" in meta["licence"]
+
+
+def test_shipped_model_follows_fluorescence_nuclei_with_default_settings():
+    """Measured, not read from the metadata: the sparse sequence of the fluorescence set (seeds
+    training never draws) with default options, scored as benchmarks/accuracy.py does."""
+    import numpy as np
+
+    from benchmarks.fluorescence_set import fluorescence_sequences
+    from rgmp_model import PropagationOptions, open_session
+    from rgmp_model.data.synthetic_fluorescence import dimmest_ids
+    from rgmp_model.eval.metrics import evaluate_sequence
+
+    path = models_module.bundled_checkpoint()
+    if path is None:
+        pytest.skip("this build ships no default model")
+    seq = fluorescence_sequences(["sparse-uint8"])[0]
+    session = open_session(path, seq.frames, PropagationOptions(direction="forward", device="cpu"))
+    session.add_keyframe(0, seq.labels[0])
+    predicted = np.stack([labels for _, labels, _ in session.propagate()]).astype(np.int64)
+    scores = evaluate_sequence(predicted, seq.labels.astype(np.int64), name=seq.name)
+    assert session.region_used == {0: True}  # small nuclei in a 512 px frame: region mode
+    assert scores.jf_mean >= 0.85
+    dim = dimmest_ids({o.object_id: seq.brightness[o.object_id] for o in scores.objects}, 0.1)
+    assert all(o.j_mean > 0.5 for o in scores.objects if o.object_id in dim)  # the dimmest are kept
 
 
 def test_recipe_paths_expand_environment_variables(monkeypatch, tmp_path):
