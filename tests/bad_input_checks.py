@@ -90,3 +90,25 @@ def hostile_checkpoint(path: Path, marker: Path, zipped: bool = True) -> Path:
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))  # the protocol of torch's legacy files
     return path
+
+
+def truncated_checkpoint(path: Path, keep: int = 4000) -> Path:
+    """A tiny model's checkpoint cut after ``keep`` bytes (a copy that stopped half way)."""
+    from rgmp_model import build_rgmp, save_checkpoint
+
+    save_checkpoint(path, build_rgmp("resnet18", 8))
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def non_finite_checkpoint(path: Path, value: float = float("nan")) -> Path:
+    """A tiny model's checkpoint, complete and readable, with one weight ``value`` (NaN or inf)."""
+    import torch
+
+    from rgmp_model import build_rgmp, save_checkpoint
+
+    model = build_rgmp("resnet18", 8)
+    with torch.no_grad():
+        model.decoder.pred3.bias.fill_(value)
+    save_checkpoint(path, model)
+    return path

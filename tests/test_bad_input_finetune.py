@@ -13,7 +13,9 @@ import tifffile
 import torch
 from PIL import Image
 
-from bad_input_checks import assert_unchanged, assert_user_message, digest, run_main, snapshot
+from bad_input_checks import (
+    assert_unchanged, assert_user_message, digest, non_finite_checkpoint, run_main, snapshot, truncated_checkpoint,
+)
 from rgmp_model import build_rgmp, load_checkpoint, save_checkpoint
 from training.finetune import finetune_config, finetune_on_stack
 
@@ -58,18 +60,6 @@ def test_stacks_fine_tuning_cannot_use(tmp_path, checkpoint, images, label_stack
 
 
 # ------------------------------------------------------------------------------- refused bases and outputs
-def _nan_base(path: Path) -> None:
-    model = build_rgmp("resnet18", 8)
-    with torch.no_grad():
-        model.encoder.conv1.weight.fill_(float("inf"))
-    save_checkpoint(path, model)
-
-
-def _cut_base(path: Path) -> None:
-    save_checkpoint(path, build_rgmp("resnet18", 8))
-    path.write_bytes(path.read_bytes()[:5000])
-
-
 def _wider_claim(path: Path) -> None:
     save_checkpoint(path, build_rgmp("resnet18", 8))
     payload = torch.load(path, weights_only=True)
@@ -78,8 +68,8 @@ def _wider_claim(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("make", "expected"), [
-    (_nan_base, "NaN or infinite weights"),
-    (_cut_base, "truncated"),
+    (lambda p: non_finite_checkpoint(p, float("inf")), "NaN or infinite weights"),
+    (lambda p: truncated_checkpoint(p, 5000), "truncated"),
     (_wider_claim, "does not fit an RGMP network:\nmissing keys"),
     (lambda p: p.write_bytes(b"\x00" * 64), "cannot be read as a PyTorch checkpoint"),
 ], ids=["inf-weights", "truncated", "config-not-matching-tensors", "zeros"])

@@ -9,12 +9,13 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-import torch
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QThreadPool
 
-from bad_input_checks import assert_unchanged, assert_user_message, digest, hostile_checkpoint, snapshot
-from rgmp_model import build_rgmp, save_checkpoint
+from bad_input_checks import (
+    assert_unchanged, assert_user_message, digest, hostile_checkpoint, non_finite_checkpoint, snapshot,
+    truncated_checkpoint,
+)
 
 T, H, W = 4, 48, 64
 WAIT_MS = 120_000
@@ -40,26 +41,14 @@ def _text(path: Path) -> None:
     path.write_text("not a model")
 
 
-def _truncated(path: Path) -> None:
-    save_checkpoint(path, build_rgmp("resnet18", 8))
-    path.write_bytes(path.read_bytes()[:4000])
-
-
-def _nan_weights(path: Path) -> None:
-    model = build_rgmp("resnet18", 8)
-    with torch.no_grad():
-        model.decoder.pred3.bias.fill_(float("nan"))
-    save_checkpoint(path, model)
-
-
 def _hostile(path: Path) -> None:
     hostile_checkpoint(path, path.with_name("pwned"))
 
 
 CHECKPOINTS = [
     pytest.param(_text, "cannot be read as a PyTorch checkpoint", id="text-file"),
-    pytest.param(_truncated, "truncated", id="truncated"),
-    pytest.param(_nan_weights, "NaN or infinite weights", id="nan-weights"),
+    pytest.param(truncated_checkpoint, "truncated", id="truncated"),
+    pytest.param(non_finite_checkpoint, "NaN or infinite weights", id="nan-weights"),
     pytest.param(_hostile, "could run code when loaded", id="code-running-pickle"),
 ]
 
