@@ -101,3 +101,19 @@ def test_a_chosen_size_and_an_out_of_memory_limit_are_kept(sized_checkpoint) -> 
     limited.working_size = (48, 48)
     limited.add_keyframe(0, small)
     assert limited.working_size == (48, 48)
+
+
+def test_each_keyframe_is_measured_once(sized_checkpoint, monkeypatch) -> None:
+    """A stack labelled on many frames: the objects of each are measured once, not again for every
+    keyframe added after it."""
+    from rgmp_model.inference import engine
+
+    calls = []
+    monkeypatch.setattr(engine, "object_sides", lambda labels: calls.append(1) or object_sides(labels))
+    frames = np.zeros((12, 96, 96), np.uint8)
+    stack = np.stack([discs(96, 96, 12, 4)] * 12)
+    session = open_session(sized_checkpoint, frames, PropagationOptions(device="cpu"))
+    assert session.add_keyframes_from_stack(stack) == list(range(12))
+    assert len(calls) == 12 and session.working_size == (96, 96)
+    session.add_keyframe(3, stack[3])  # the same labels again: nothing to measure
+    assert len(calls) == 12

@@ -88,6 +88,7 @@ class PropagationSession:
         self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
         self._fit_to_objects = options.max_size is None  # the model's size: small objects may get more pixels
         self.size_limit: tuple[int, int] | None = None  # set by a retry at a smaller working size
+        self._sides: dict[int, list[int]] = {}  # keyframe -> its objects' box sides (object_sides)
         self._keyframes: dict[int, np.ndarray] = {}
         self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
         self._references: dict[int, tuple[tuple[int, ...], Reference | KeyframeRegions]] = {}  # keyframe -> (ids, it)
@@ -128,6 +129,8 @@ class PropagationSession:
         previous = self._keyframes.get(index)
         if previous is None or not np.array_equal(previous, labels):
             self._references.pop(index, None)
+            if self._fit_to_objects:  # measured once per keyframe's labels
+                self._sides[index] = object_sides(labels)
         self._keyframes[index] = labels
         self._fit_working_size()
 
@@ -136,7 +139,7 @@ class PropagationSession:
         model's recorded size applies, never above a size an out-of-memory retry took."""
         if not self._fit_to_objects:
             return
-        sides = [side for labels in self._keyframes.values() for side in object_sides(labels)]
+        sides = [side for index in self._keyframes for side in self._sides[index]]
         size = object_working_size(self.frames.height, self.frames.width, self.options.max_size, sides)
         size = min(size, self.size_limit or size)
         if size != self.working_size:
@@ -208,7 +211,7 @@ class PropagationSession:
 
     def remove_keyframe(self, frame_index: int) -> None:
         index = self._frame_index(frame_index)
-        for held in (self._keyframes, self._boxes, self._references):
+        for held in (self._keyframes, self._boxes, self._references, self._sides):
             held.pop(index, None)
         self._fit_working_size()
 
