@@ -86,12 +86,24 @@ class ObjectIds:
         return lookup[channels]
 
 
-def object_sides(labels: np.ndarray) -> list[int]:
-    """The longer side (px) of each object's bounding box in the (H, W) ``labels``."""
+def object_boxes(channels: np.ndarray, active: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """(H, W) channel map -> {channel: (top, left, bottom, right)} boxes (exclusive ends) of the
+    active channels that are present."""
     from scipy import ndimage
 
+    boxes = {}
+    slices = ndimage.find_objects(channels.astype(np.int32), max_label=max(active, default=0))
+    for c in active:
+        s = slices[c - 1] if c - 1 < len(slices) else None
+        if s is not None:
+            boxes[c] = (s[0].start, s[1].start, s[0].stop, s[1].stop)
+    return boxes
+
+
+def object_sides(labels: np.ndarray) -> list[int]:
+    """The longer side (px) of each object's bounding box in the (H, W) ``labels``."""
     if not np.any(labels):
         return []
-    channels = ObjectIds.from_frames([labels]).channels(labels)
-    boxes = ndimage.find_objects(channels)
-    return [max(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in (b for b in boxes if b is not None)]
+    objects = ObjectIds.from_frames([labels])
+    boxes = object_boxes(objects.channels(labels), list(range(1, len(objects) + 1)))
+    return [max(bottom - top, right - left) for top, left, bottom, right in boxes.values()]

@@ -36,6 +36,7 @@ from scipy import ndimage as ndi
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from rgmp_model.inference.labels import object_boxes
 from rgmp_model.nn.network import RGMP
 
 __all__ = ["RegionOptions", "RegionTracker", "choose_region_mode", "object_boxes"]
@@ -69,18 +70,6 @@ class RegionOptions:
                 or self.min_contrast < 0):
             raise ValueError("region options: context >= 0, min_area >= 1, batch >= 1, 0 < split_fraction < 0.5, "
                              "min_contrast >= 0")
-
-
-def object_boxes(channels: np.ndarray, active: list[int]) -> dict[int, tuple[int, int, int, int]]:
-    """(H, W) channel map -> {channel: (top, left, bottom, right)} boxes (exclusive ends) of the
-    active channels that are present."""
-    boxes = {}
-    slices = ndi.find_objects(channels.astype(np.int32), max_label=max(active, default=0))
-    for c in active:
-        s = slices[c - 1] if c - 1 < len(slices) else None
-        if s is not None:
-            boxes[c] = (s[0].start, s[1].start, s[0].stop, s[1].stop)
-    return boxes
 
 
 def _crop_side(box: tuple[int, int, int, int], context: float) -> float:
