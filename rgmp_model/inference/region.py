@@ -285,21 +285,15 @@ class RegionTracker:
                 del self.tracks[c]
                 continue
             confidence[c] = float(aggregated[c][torch.from_numpy(region).to(frame.device)].mean())
-            q = aggregated[c]
-            if self.options.split_divisions:
-                parts = self._split(c, channels, (t0, l0, t1, l1), q, area, confidence)
-                if parts:  # the parent keeps only its own part's probability
-                    keep = ~np.isin(channels[t0:t1, l0:l1], list(parts))
-                    q = q * torch.from_numpy(keep).to(q.device)
-                    born.update(parts)
-            self._advance(c, channels, (t0, l0, t1, l1), q, (height, width))
+            if self.options.split_divisions:  # the parts become new channels; the parent keeps its own part
+                born.update(self._split(c, channels, (t0, l0, t1, l1), aggregated[c], area, confidence))
+            self._advance(c, channels, (t0, l0, t1, l1), (height, width))
         return StepResult(channels, confidence, born)
 
-    def _advance(self, c: int, channels: np.ndarray, patch: tuple[int, int, int, int], q: Tensor,
-                 shape: tuple[int, int]) -> None:
+    def _advance(self, c: int, channels: np.ndarray, patch: tuple[int, int, int, int], shape: tuple[int, int]) -> None:
         """Move track ``c`` to where its pixels are now (its next window); its previous mask for the
-        next frame is those pixels (hard, on ``q``'s device), not the aggregated probability ``q``:
-        cut, resized and pasted back frame after frame, a soft mask loses mass and a dim nucleus
+        next frame is those pixels (hard), not the aggregated probability: cut, resized and pasted
+        back frame after frame, a soft mask loses mass and a dim nucleus
         shrinks until it is lost (measured with ``benchmarks/accuracy.py fluorescence --region on``,
         docs/benchmarks.md)."""
         t0, l0, t1, l1 = patch
@@ -310,7 +304,7 @@ class RegionTracker:
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         motion = float(np.hypot(centre[0] - track.centre[0], centre[1] - track.centre[1]))
         track.motion = max(motion, 0.5 * track.motion)
-        hard = torch.from_numpy(region.astype(np.float32)).to(q.device)
+        hard = torch.from_numpy(region.astype(np.float32)).to(track.previous.device)
         track.centre, track.area, track.patch, track.previous = centre, float(region.sum()), patch, hard
         track.box = self._window(box, track.motion, shape)
 
@@ -333,8 +327,8 @@ class RegionTracker:
             mask = torch.from_numpy(piece).to(q.device)
             confidence[new] = float(q[mask].mean())
             parent = self.tracks[c]
-            self.tracks[new] = _Track(parent.box, q * mask, patch, parent.reference, parent.centre, parent.motion,
+            self.tracks[new] = _Track(parent.box, mask.float(), patch, parent.reference, parent.centre, parent.motion,
                                       contrast=parent.contrast)
-            self._advance(new, channels, patch, q * mask, channels.shape)
+            self._advance(new, channels, patch, channels.shape)
             born[new] = c
         return born
