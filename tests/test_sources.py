@@ -45,9 +45,32 @@ def test_synthetic_stills_are_one_frame_sequences() -> None:
 
 def test_still_only_kinds_are_refused_for_videos() -> None:
     stills_only = sorted(name for name, kind in SOURCE_KINDS.items() if kind.video is None)
-    assert stills_only == ["folder", "voc"]
-    with pytest.raises(ValueError, match="a folder source holds still images: use it in pretrain"):
-        video_source(SourceSpec("folder", path="x", masks="y"), 0)
+    assert stills_only == ["voc"]
+    with pytest.raises(ValueError, match="a voc source holds still images: use it in pretrain"):
+        video_source(SourceSpec("voc", path="x"), 0)
+
+
+def test_a_folder_source_gives_its_stills_in_pretrain_and_clips_animated_from_them_in_the_video_stage(
+        tmp_path: Path) -> None:
+    from skimage.io import imsave
+    from training.still_clips import StillClipSource
+    from training.still_sources import FolderSource
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        imsave(tmp_path / "images" / f"{name}.png", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:30, 12:36] = 255
+        imsave(tmp_path / "masks" / f"{name}.png", mask, check_contrast=False)
+    spec = SourceSpec("folder", path=str(tmp_path / "images"), masks=str(tmp_path / "masks"), num_frames=6)
+    stills, videos = still_source(spec, 0), video_source(spec, 0)
+    assert isinstance(stills, FolderSource) and len(stills) == 2
+    assert isinstance(videos, StillClipSource) and len(videos) == 2
+    sequence = videos.sequence(1)
+    assert sequence.frames.shape == (6, 40, 48, 3) and sequence.annotated == tuple(range(6))
+    assert np.asarray(sequence.labels[0]).max() == 1
 
 
 def test_a_new_kind_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:

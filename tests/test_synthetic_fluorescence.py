@@ -157,9 +157,10 @@ def test_accuracy_benchmark_reports_the_dimmest_tenth(monkeypatch, capsys) -> No
     assert accuracy.main(["fluorescence", "--methods", "copy"]) == 0
     out = capsys.readouterr().out
     assert "J dim10" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith("copy ") and len(line.split()) == 7]
+    rows = [line.split() for line in out.splitlines() if line.startswith("copy ") and len(line.split()) == 9]
     assert [r[1] for r in rows] == ["tiny-uint8", "tiny-uint16", "mean"]
     assert all(0.0 <= float(r[5]) <= 1.0 for r in rows)
+    assert all(float(r[6]) > 0 and 0.0 <= float(r[7]) for r in rows)  # area end, |1-area|
     with pytest.raises(SystemExit):
         accuracy.main(["fluorescence", "nonexistent", "--methods", "copy"])
     # sequences without brightness (DAVIS, samples) keep the old table

@@ -40,8 +40,8 @@ class SourceSpec:
     """One data source. ``kind``: folder (images + ``masks`` folders), voc (Pascal VOC root),
     davis (DAVIS root; ``sequences``/``exclude`` select sequences, ``resolution`` the
     JPEGImages/Annotations sub-folder, e.g. 360p), youtube_vos (a YouTube-VOS split folder), tiff
-    (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy or
-    synthetic_fluorescence (``count`` generated sequences); the kinds and the fields each needs are
+    (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy,
+    synthetic_fluorescence or synthetic_low_contrast (``count`` generated sequences); the kinds and the fields each needs are
     registered in :data:`training.sources.SOURCE_KINDS`. ``weight``: sampling weight."""
 
     kind: str
@@ -84,6 +84,7 @@ class DataSection:
     clip_length: int = 4  # video: frames per clip, the first annotated
     max_skip: int = 3  # video: largest step between clip frames
     max_objects: int = 3  # video: objects per clip
+    occluder_probability: float = 0.0  # video: an object of another sequence crosses the clip in front
     box_probability: float = 0.1  # static: previous mask replaced by the object's box
     paste_probability: float = 0.2  # static: object pasted onto another image
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Callable, Sequence
 
 from torch import nn
@@ -20,10 +22,13 @@ _VALIDATION_SEED_OFFSET = 1_000_003  # synthetic validation sequences never equa
 
 
 def validation_set(specs: Sequence[SourceSpec], seed: int) -> list[VideoSequence]:
-    """Whole held-out sequences of the validation sources."""
+    """Whole held-out sequences of the validation sources, each source's sequences one ``group``
+    (named by its kind, and its path's last part when it has one)."""
     sequences: list[VideoSequence] = []
     for i, spec in enumerate(specs):
-        sequences.extend(validation_sequences(video_source(spec, seed + _VALIDATION_SEED_OFFSET + i)))
+        group = spec.kind + (f":{Path(spec.path).name}" if spec.path else "")
+        sequences.extend(dataclasses.replace(seq, group=group)
+                         for seq in validation_sequences(video_source(spec, seed + _VALIDATION_SEED_OFFSET + i)))
     return sequences
 
 
@@ -45,6 +50,7 @@ def build_stage(config: TrainConfig) -> tuple[Dataset, Callable[[RGMP], nn.Modul
         dataset = VideoClipDataset(
             videos, clip_length=data.clip_length, crop_size=data.crop_size, max_skip=data.max_skip,
             max_objects=data.max_objects, seed=config.seed, length=data.length, source_weights=weights,
+            occluder_probability=data.occluder_probability,
         )
 
         def objective(model: RGMP) -> nn.Module:

@@ -2,8 +2,10 @@
 ``{kind: ...}`` entry (:class:`training.config.SourceSpec`).
 
 A kind builds annotated videos (stage 2, validation); its stills (stage 1) are the annotated
-frames of those videos (:class:`~training.still_sources.VideoStills`), unless it is a kind of
-stills only (folder, voc). Registering a new kind is one entry of ``SOURCE_KINDS``.
+frames of those videos (:class:`~training.still_sources.VideoStills`), unless it has stills of
+its own: folder (whose videos, in the video stage, are its stills animated into clips by
+:class:`~training.still_clips.StillClipSource`) and voc (stills only). Registering a new kind is
+one entry of ``SOURCE_KINDS``.
 
 Importing this module is cheap and torch-free (``training.config`` validates kinds with it): the
 factories import the source classes when called.
@@ -66,6 +68,12 @@ def _folder(spec: SourceSpec, seed: int) -> Any:
     return FolderSource(spec.path, spec.masks)
 
 
+def _folder_clips(spec: SourceSpec, seed: int) -> Any:
+    from .still_clips import StillClipSource
+
+    return StillClipSource(_folder(spec, seed), num_frames=spec.num_frames, seed=seed)
+
+
 def _voc(spec: SourceSpec, seed: int) -> Any:
     from .still_sources import VOCSource
 
@@ -110,7 +118,7 @@ def _synthetic(flavour: str) -> SourceKind:
 _PATH = ("path", "the dataset's root folder")
 
 SOURCE_KINDS: dict[str, SourceKind] = {
-    "folder": SourceKind(stills=_folder, required=(("path", "the folder of images"),
+    "folder": SourceKind(video=_folder_clips, stills=_folder, required=(("path", "the folder of images"),
                                                    ("masks", "the folder of mask images"))),
     "voc": SourceKind(stills=_voc, required=(("path", "the VOC year folder, e.g. VOCdevkit/VOC2012"),)),
     "davis": SourceKind(video=_davis, required=(_PATH,)),
@@ -119,4 +127,5 @@ SOURCE_KINDS: dict[str, SourceKind] = {
     "synthetic_video": _synthetic("video"),
     "synthetic_microscopy": _synthetic("microscopy"),
     "synthetic_fluorescence": _synthetic("fluorescence"),
+    "synthetic_low_contrast": _synthetic("low_contrast"),
 }

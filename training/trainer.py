@@ -341,12 +341,16 @@ class Trainer:
             model.train()
             iteration = self.history.iteration
             best_so_far = max((jf for _, jf in self.history.validation), default=-1.0)
-            self.history.validation.append((iteration, result.overall.jf_mean))
+            self.history.validation.append((iteration, result.selection_jf))
             rows = [(scores.name, scores.j_mean, scores.f_mean, scores.jf_mean) for scores in result.sequences]
-            rows.append(("overall", result.overall.j_mean, result.overall.f_mean, result.overall.jf_mean))
+            if len(result.groups) > 1:  # each set's J&F; "overall" is then their mean (the selection score)
+                rows.extend((f"group:{name}", float("nan"), float("nan"), jf) for name, jf in result.groups.items())
+                rows.append(("overall", float("nan"), float("nan"), result.selection_jf))
+            else:
+                rows.append(("overall", result.overall.j_mean, result.overall.f_mean, result.overall.jf_mean))
             _append_csv(self.output_dir / "validation.csv", ["iteration", "sequence", "j", "f", "jf"],
                         [[iteration, name, f"{j:.4f}", f"{f:.4f}", f"{jf:.4f}"] for name, j, f, jf in rows])
-            if result.overall.jf_mean > best_so_far:
+            if result.selection_jf > best_so_far:
                 scores = {name: round(jf, 4) for name, _, _, jf in rows}
                 self._export(model, self.output_dir / "best.pt", {"best_validation": {"iteration": iteration,
                                                                                      "jf": scores}})

@@ -3,7 +3,7 @@ metrics: propagate from the first annotated frame, score the annotated frames.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,8 +34,18 @@ class FramesView:
 
 @dataclass(frozen=True)
 class ValidationResult:
+    """Scores per sequence, over all objects (``overall``) and per group of sequences (``groups``:
+    {group: J&F over its objects}; one group "" when the sequences name none). ``selection_jf``,
+    the mean of the groups' J&F, is what picks the best checkpoint: each validation set counts
+    the same whatever its number of objects."""
+
     sequences: tuple[SequenceScores, ...]
     overall: OverallScores
+    groups: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def selection_jf(self) -> float:
+        return float(np.mean(list(self.groups.values()))) if self.groups else self.overall.jf_mean
 
 
 def validate(
@@ -54,6 +64,7 @@ def validate(
         raise ValueError("no validation sequences: add validation sources to the config")
     options = PropagationOptions(direction="forward", max_size=max_size, device=str(device), region="off")
     scores = []
+    grouped: dict[str, list[SequenceScores]] = {}
     for sequence in sequences:
         first = sequence.annotated[0]
         count = len(sequence.frames) if max_frames is None else min(len(sequence.frames), first + max_frames)
@@ -67,4 +78,6 @@ def validate(
         prediction = np.stack([predicted[t] for t in scored])
         truth = np.stack([np.asarray(sequence.labels[t]) for t in scored]).astype(np.int64)
         scores.append(evaluate_sequence(prediction.astype(np.int64), truth, name=sequence.name))
-    return ValidationResult(tuple(scores), summarize(scores))
+        grouped.setdefault(str(getattr(sequence, "group", "")), []).append(scores[-1])
+    groups = {name: summarize(members).jf_mean for name, members in grouped.items()}
+    return ValidationResult(tuple(scores), summarize(scores), groups)

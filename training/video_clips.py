@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 
 from rgmp_model.inference.frames import FrameStack
 
+from .occluders import add_occluder, cut_object
 from .video_sources import VideoSequence, VideoSource, _lru
 
 __all__ = ["ClipSample", "VideoClipDataset"]
@@ -111,6 +113,9 @@ class VideoClipDataset(Dataset):
     in 1 +- ``colour_jitter``, the same for the whole clip. Only the clip's frames are read, one at
     a time (the sequences and their :class:`FrameStack` are cached per worker, ``cache_size``;
     non-uint8 frames are normalised by the sequence's percentiles, estimated once per sequence).
+    With probability ``occluder_probability`` an object cut from an annotated frame of another
+    drawn sequence crosses frames 1.. in front of everything (:mod:`training.occluders`; its own
+    random numbers, so the rest of the item does not change).
 
     Items: ``frames`` float32 (N,3,H,W) in [0,1] (frame 0 = the annotated reference), ``labels``
     int64 (N,H,W) in 0..K, ``object_valid`` bool (max_objects,), ``num_objects`` int64 () = K.
@@ -120,7 +125,7 @@ class VideoClipDataset(Dataset):
                  crop_size: tuple[int, int] = (256, 256), max_skip: int = 3, max_objects: int = 3, seed: int = 0,
                  length: int = 100_000, min_object_pixels: int = 32, *, source_weights: Sequence[float] | None = None,
                  scale_range: tuple[float, float] = (0.9, 1.5), colour_jitter: float = 0.1, flip: bool = True,
-                 reverse: bool = True, cache_size: int = 16) -> None:
+                 reverse: bool = True, cache_size: int = 16, occluder_probability: float = 0.0) -> None:
         self.sources = [sources] if hasattr(sources, "sequence") else list(sources)  # type: ignore[arg-type]
         if not self.sources or any(len(s) == 0 for s in self.sources):
             raise ValueError("sources must be one or more video sources, each with at least one sequence")
@@ -133,6 +138,9 @@ class VideoClipDataset(Dataset):
                 raise ValueError(f"{key} must be >= {least}, got {value}")
         if max_objects > 255 or not 0 < scale_range[0] <= scale_range[1] or not 0 <= colour_jitter < 1:
             raise ValueError("need max_objects <= 255, 0 < scale_range[0] <= scale_range[1] and 0 <= colour_jitter < 1")
+        if not 0 <= occluder_probability <= 1:
+            raise ValueError(f"occluder_probability must be in [0, 1], got {occluder_probability}")
+        self.occluder_probability = float(occluder_probability)
         weights = np.array([len(s) for s in self.sources] if source_weights is None else source_weights, float)
         if weights.shape != (len(self.sources),) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"source_weights must be {len(self.sources)} non-negative numbers with a positive sum")
@@ -170,7 +178,7 @@ class VideoClipDataset(Dataset):
             seq, stack = self._open(s, int(rng.integers(len(self.sources[s]))))
             plan = self._plan(rng, seq)
             if plan is not None:
-                return self._render(rng, s, seq, stack, *plan)
+                return self._occlude(int(k) % self.length, self._render(rng, s, seq, stack, *plan))
         raise ValueError(f"item {k}: no annotated frame with an object of >= {self.min_object_pixels} pixels in "
                          f"{_MAX_SEQUENCE_TRIES} sequences: check the sources' annotations or lower min_object_pixels")
 
@@ -196,6 +204,21 @@ class VideoClipDataset(Dataset):
             positions.append(positions[-1] + step)
         chosen = [int(i) for i in rng.permutation(ids)[: self.max_objects]]
         return [order[q] for q in positions], first, chosen
+
+    def _occlude(self, k: int, clip: ClipSample) -> ClipSample:
+        """``clip`` with an occluder crossing it (probability ``occluder_probability``)."""
+        rng = np.random.default_rng((self.seed, k, 7))
+        if self.occluder_probability == 0 or rng.random() >= self.occluder_probability:
+            return clip
+        for _ in range(4):
+            s = int(rng.choice(len(self.sources), p=self.weights))
+            seq, stack = self._open(s, int(rng.integers(len(self.sources[s]))))
+            t = int(rng.choice(seq.annotated))
+            cut = cut_object(stack[t], np.asarray(seq.labels[t]), rng, self.min_object_pixels)
+            if cut is not None:
+                frames, labels = add_occluder(rng, clip.frames, clip.labels, *cut)
+                return dataclasses.replace(clip, frames=frames.contiguous(), labels=labels.contiguous())
+        return clip
 
     def _window(self, rng: np.random.Generator, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the clip's window in image pixels (may reach outside)."""

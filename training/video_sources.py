@@ -21,6 +21,7 @@ from rgmp_model.inference.labels import labelled_frames
 from rgmp_model.io.stack_io import FrameFolder, PathLike, LazyFrames, natural_sort_key, open_image_stack
 from rgmp_model.data.synthetic import synthetic_video
 from rgmp_model.data.synthetic_fluorescence import fluorescence_cell_range, random_fluorescence
+from rgmp_model.data.synthetic_low_contrast import random_low_contrast
 from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 
 __all__ = [
@@ -28,19 +29,21 @@ __all__ = [
     "SyntheticVideoSource", "StackVideoSource", "validation_sequences",
 ]
 
-SYNTHETIC_FLAVOURS = ("video", "microscopy", "fluorescence")
+SYNTHETIC_FLAVOURS = ("video", "microscopy", "fluorescence", "low_contrast")
 
 
 @dataclass(frozen=True, eq=False)
 class VideoSequence:
     """One annotated video: ``frames`` (T,H,W) or (T,H,W,C) and ``labels`` (T,H,W) integer lazy
     array-likes (0 = background); ``annotated``: sorted indices of the frames with ground truth
-    (labels of the other frames are all 0 and mean "unknown", not "background")."""
+    (labels of the other frames are all 0 and mean "unknown", not "background"). ``group``: the
+    validation set it belongs to (validation scores each group, then averages the groups)."""
 
     name: str
     frames: Any
     labels: Any
     annotated: tuple[int, ...]
+    group: str = ""
 
     def __post_init__(self) -> None:
         fs, ls = tuple(self.frames.shape), tuple(self.labels.shape)
@@ -260,17 +263,20 @@ class SyntheticVideoSource(_CachedSource):
     """``count`` generated sequences (:func:`~rgmp_model.data.synthetic.synthetic_video` for ``flavour="video"``,
     :func:`~rgmp_model.data.synthetic_microscopy.synthetic_microscopy` for ``"microscopy"``,
     :func:`~rgmp_model.data.synthetic_fluorescence.random_fluorescence` for ``"fluorescence"``: GFP-like
-    nuclei, uint8 or uint16), each made from ``(seed, i)`` on demand (0.1-0.3 s each; the last
-    ``cache_size`` are kept). ``objects``: inclusive range of objects / cells / nuclei per sequence
-    (default (1, 4) / (3, 10) / :func:`~rgmp_model.data.synthetic_fluorescence.fluorescence_cell_range`,
-    sparse to dense, drawn log-uniformly). All frames annotated."""
+    nuclei, uint8 or uint16; :func:`~rgmp_model.data.synthetic_low_contrast.random_low_contrast` for
+    ``"low_contrast"``: large nuclei 1.1-1.6x as bright as their surroundings), each made from
+    ``(seed, i)`` on demand (0.1-0.3 s each; the last ``cache_size`` are kept). ``objects``: inclusive
+    range of objects / cells / nuclei per sequence (default (1, 4) / (3, 10) /
+    :func:`~rgmp_model.data.synthetic_fluorescence.fluorescence_cell_range` (sparse to dense, drawn
+    log-uniformly) / (1, 6)). All frames annotated."""
 
     def __init__(self, flavour: str = "video", count: int = 64, num_frames: int = 24, size: tuple[int, int] = (240, 320),
                  seed: int = 0, objects: tuple[int, int] | None = None, cache_size: int = 4) -> None:
         super().__init__(cache_size)
         if flavour not in SYNTHETIC_FLAVOURS:
-            raise ValueError(f"flavour must be 'video', 'microscopy' or 'fluorescence', got {flavour!r}")
-        defaults = {"video": (1, 4), "microscopy": (3, 10), "fluorescence": fluorescence_cell_range(*size)}
+            raise ValueError(f"flavour must be one of {', '.join(SYNTHETIC_FLAVOURS)}, got {flavour!r}")
+        defaults = {"video": (1, 4), "microscopy": (3, 10), "fluorescence": fluorescence_cell_range(*size),
+                    "low_contrast": (1, 6)}
         lo, hi = objects if objects is not None else defaults[flavour]
         if int(count) < 1 or int(num_frames) < 1 or min(size) < 16 or not 1 <= lo <= hi:
             raise ValueError("need count >= 1, num_frames >= 1, size >= (16, 16) and objects = (lo, hi) with 1 <= lo <= hi")
@@ -288,6 +294,9 @@ class SyntheticVideoSource(_CachedSource):
         rng = np.random.default_rng((self.seed, i))
         if self.flavour == "fluorescence":
             seq = random_fluorescence(rng, self.num_frames, self.size[0], self.size[1], self.objects)
+            return VideoSequence(self.names[i], seq.frames, seq.labels, tuple(range(self.num_frames)))
+        if self.flavour == "low_contrast":
+            seq = random_low_contrast(rng, self.num_frames, self.size[0], self.size[1], self.objects)
             return VideoSequence(self.names[i], seq.frames, seq.labels, tuple(range(self.num_frames)))
         n, gen_seed = int(rng.integers(self.objects[0], self.objects[1] + 1)), int(rng.integers(2**31))
         make = synthetic_video if self.flavour == "video" else synthetic_microscopy
