@@ -77,6 +77,7 @@ class Run:
     seconds: float
     dim_j: tuple[float, ...] | None = None  # J of the dimmest tenth of the objects, when brightness is known
     areas: tuple[float, ...] = ()  # predicted / true area at the end of each object's track
+    adapt_seconds: float = 0.0  # test-time adaptation before propagating (not in frames/s)
 
     @property
     def fps(self) -> float:
@@ -138,11 +139,14 @@ def sequence_working_size(seq: EvalSequence, max_size: int, fit: bool) -> tuple[
 
 
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
-                device: str, region: str = "auto", fit: bool = False) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+                device: str, region: str = "auto", fit: bool = False,
+                adapt: int = 0) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
     """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``);
     ``region``: the session's region mode (auto, on, off) for the model methods. ``fit``:
     ``max_size`` is the model's recorded size, so the sessions get ``max_size=None`` (as
-    `rgmp propagate` without --max-size: larger for small objects) and flow the same size."""
+    `rgmp propagate` without --max-size: larger for small objects) and flow the same size.
+    ``adapt``: test-time adaptation iterations of the model methods (done when the first result
+    is asked for)."""
     key = np.asarray(seq.truth[0])
     if method == "copy":
         return copy_propagation(seq.frames, 0, key, "forward")
@@ -152,7 +156,7 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
     from rgmp_model.inference.session import open_session
 
     options = PropagationOptions(direction="forward", max_size=None if fit else max_size, device=device,
-                                 region=region, flow=flow_method if method == "model+flow" else None)
+                                 region=region, flow=flow_method if method == "model+flow" else None, adapt=adapt)
     session = open_session(model, seq.frames, options)
     session.add_keyframe(0, key)
     return session.propagate()
@@ -160,21 +164,26 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
                flow_method: str, device: str, kind: str | None = None, region: str = "auto",
-               fit: bool = False) -> Run:
+               fit: bool = False, adapt: int = 0) -> Run:
     """Propagate ``seq`` with ``kind`` (model, model+flow, flow or copy; default ``method``),
-    write the labels under ``out_root/method`` and score the written files (``fit``: see
-    :func:`propagation`)."""
+    write the labels under ``out_root/method`` and score the written files (``fit``, ``adapt``:
+    see :func:`propagation`; the adaptation's time is measured apart from frames/s)."""
     truth0 = np.asarray(seq.truth[0])
     count = len(seq.truth)
     shape = (count, *truth0.shape)
     target = out_root / method / seq.name
     names = frame_names(seq.images, count) if seq.images is not None else None
-    seconds = 0.0
+    seconds = adapt_seconds = 0.0
+    kind = kind or method
     with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
-        results = propagation(kind or method, seq, model, max_size, flow_method, device, region, fit)
+        results = propagation(kind, seq, model, max_size, flow_method, device, region, fit,
+                              adapt if kind.startswith("model") else 0)
         started = time.perf_counter()
         for t, labels, _ in results:
-            seconds += time.perf_counter() - started
+            if t == 0 and adapt and kind.startswith("model"):  # the keyframe comes after the adaptation
+                adapt_seconds = time.perf_counter() - started
+            else:
+                seconds += time.perf_counter() - started
             writer[t] = labels.astype(np.uint8)
             started = time.perf_counter()
     # Scored as `rgmp evaluate OUT/<method> GT` does: the written files against the ground truth.
@@ -185,7 +194,7 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
         scored = {o.object_id: o.j_mean for o in scores.objects}
         dim_j = tuple(scored[i] for i in dimmest_ids({i: seq.brightness[i] for i in scored}, 0.1))
     areas = tuple(final_area_ratios(predicted, seq.truth).values())
-    return Run(method, scores, count - 1, seconds, dim_j, areas)
+    return Run(method, scores, count - 1, seconds, dim_j, areas, adapt_seconds)
 
 
 def _dim_cell(values: Sequence[float] | None) -> str:
@@ -245,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{FALLBACK_MAX_SIZE})")
     parser.add_argument("--region", choices=("auto", "on", "off"), default="auto",
                         help="region mode of the model methods, as `rgmp propagate --region` (default auto)")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N",
+                        help="test-time adaptation of the model methods: N iterations on the keyframe first "
+                             "(as rgmp propagate --adapt; its time is printed apart from frames/s)")
     parser.add_argument("--flow-method", choices=("tvl1", "ilk"), default="tvl1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -310,14 +322,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             for method in methods:
                 kind, method_model, method_size, method_fit = plans[method]
                 run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
-                                 kind=kind, region=args.region, fit=method_fit)
+                                 kind=kind, region=args.region, fit=method_fit, adapt=args.adapt)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
                 area = f"  area end {np.mean(run.areas):.3f}" if run.areas else ""
+                area += f"  adapted in {run.adapt_seconds:.1f} s" if run.adapt_seconds else ""
                 print(f"  {method:<11} {seq.name:<22} J&F {run.scores.jf_mean:.3f}{dim}{area}  {run.fps:.2f} frames/s",
                       flush=True)
                 runs.append(run)
     print()
     print(format_runs(runs, methods))
+    adapted = [r.adapt_seconds for r in runs if r.adapt_seconds]
+    if adapted:
+        print(f"test-time adaptation, {args.adapt} iterations: {np.mean(adapted):.1f} s per sequence on average "
+              f"(at most {max(adapted):.1f} s), {torch.get_num_threads()} torch threads")
     baselines = [m for m in ("flow", "copy") if m in methods]
     for learned in (m for m in methods if m.startswith("model") or m in compared):
         if baselines:

@@ -32,7 +32,8 @@ def worker(stage: str, device: str, iterations: int, warmup: int) -> dict:
     from rgmp_model.data.synthetic import synthetic_video
     from training.config import load_config
     from training.data import build_stage
-    from training.finetune import AnnotatedFrames, StackPairDataset
+    from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills
+    from rgmp_model.inference.frames import FrameStack
     from training.objectives import PairObjective
     from training.trainer import Trainer
 
@@ -46,7 +47,8 @@ def worker(stage: str, device: str, iterations: int, warmup: int) -> dict:
         sequence = synthetic_video(num_frames=20, height=256, width=320, num_objects=2, seed=0)
         labels = np.zeros_like(sequence.labels)
         labels[[0, 10]] = sequence.labels[[0, 10]]
-        dataset = StackPairDataset(AnnotatedFrames(sequence.frames, labels, [0, 10]), crop_size=config.data.crop_size)
+        dataset = KeyframePairDataset(KeyframeStills(FrameStack(sequence.frames), {t: labels[t] for t in (0, 10)}),
+                                      crop_size=config.data.crop_size)
 
         def objective(model):
             return PairObjective(model, config.optim.aux_weight)

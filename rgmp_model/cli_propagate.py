@@ -77,6 +77,9 @@ def add_propagate(commands: argparse._SubParsersAction) -> None:
                    help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--adapt", type=int, default=0, metavar="N",
+                   help="test-time adaptation: first fine-tune a copy of the model on the keyframes for N "
+                   "iterations, in memory (the model file is not changed); 0 = off (default)")
     p.set_defaults(run=run_propagate)
 
 
@@ -187,6 +190,7 @@ def _options(args: argparse.Namespace) -> Any:
         direction=args.direction, mode="official" if args.official else "default",
         scales=MULTISCALE if args.multiscale else None, max_size=args.max_size, device=args.device,
         precision=args.precision, flow=args.flow, region=args.region, split_divisions=args.split_divisions,
+        adapt=args.adapt,
     )
 
 
@@ -246,6 +250,8 @@ def run_propagate(args: argparse.Namespace) -> int:
             for i, keys in sorted(keyframes.items()):
                 session = open_session(checkpoint, view.frames(i), options)
                 session.set_keyframes(keys)
+                if options.adapt:
+                    _adapt(session, tqdm)
                 if writer is None:  # once the model has loaded
                     (height, width), info = session.working_size, session.checkpoint
                     print(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
@@ -278,6 +284,16 @@ def run_propagate(args: argparse.Namespace) -> int:
     print(f"{done} frames ({keys} keyframe(s), {len(objects)} object(s)){where} in {elapsed:.1f} s "
           f"({done / elapsed:.2f} frames/s) -> {out}")
     return 0
+
+
+def _adapt(session: Any, tqdm: Any) -> None:
+    """Test-time adaptation of the session's network to its keyframes, with a progress bar."""
+    with tqdm(total=session.options.adapt, unit="it", desc="adapting to the keyframes") as bar:
+        def progress(iteration: int, total: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        session.adapt(on_progress=progress)
 
 
 def _print_notes(session: Any, printed: int, bar: Any) -> int:

@@ -1,4 +1,4 @@
-"""Stage-1 deformations (training.augment): geometric transforms, thin-plate splines, the
+"""Stage-1 deformations (rgmp_model.adapt.augment): geometric transforms, thin-plate splines, the
 previous-mask deformation, colour jitter and pasting (CPU, generated data)."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.augment import (
+from rgmp_model.adapt.augment import (
     color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
 )
 from shapes import disc as _disc, iou as _iou  # noqa: F401
 
-# Bounds derived from the default parameters (see the docstrings of training.augment).
+# Bounds derived from the default parameters (see the docstrings of rgmp_model.adapt.augment).
 S_LO, S_HI, TPS_AREA = 0.8, 1.2, 1.25  # random_geometric_transform: scale range, spline area change
 PREV_SCALE, PREV_AREA = 0.05, 1.5  # deform_previous_mask: per-axis scale, spline area change
 RASTER = 0.04  # relative area error of rasterising the outline of a disc of radius >= 30 px

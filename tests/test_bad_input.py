@@ -98,7 +98,7 @@ def test_fine_tuning_never_writes_over_its_base_checkpoint(tmp_path, checkpoint)
 
 
 def test_huge_label_ids_never_size_an_allocation() -> None:
-    from training.static_pairs import StaticPairDataset
+    from rgmp_model.adapt.pairs import StaticPairDataset
 
     class HugeIds:
         def __len__(self) -> int:

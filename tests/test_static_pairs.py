@@ -13,10 +13,10 @@ from PIL import Image
 
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.label_io import davis_palette
-from training.augment import (
+from rgmp_model.adapt.augment import (
     color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
 )
-from training.static_pairs import StaticPairDataset
+from rgmp_model.adapt.pairs import StaticPairDataset
 from training.still_sources import FolderSource, VideoStills, VOCSource
 from training.video_sources import DavisSource, SyntheticVideoSource, TiffVideoSource
 from shapes import disc as _disc, iou as _iou  # noqa: F401
@@ -41,7 +41,7 @@ def _frame_names(stills: VideoStills) -> list[tuple[str, str]]:
     """(sequence, frame file name) of each still of a folder-based source."""
     return [(stills.source.names[s], stills.source.sequence(s).frames.files[t].name) for s, t in stills.items]
 
-# Bounds derived from the default parameters (see the docstrings of training.augment).
+# Bounds derived from the default parameters (see the docstrings of rgmp_model.adapt.augment).
 S_LO, S_HI, TPS_AREA = 0.8, 1.2, 1.25  # random_geometric_transform: scale range, spline area change
 PREV_SCALE, PREV_AREA = 0.05, 1.5  # deform_previous_mask: per-axis scale, spline area change
 RASTER = 0.04  # relative area error of rasterising the outline of a disc of radius >= 30 px

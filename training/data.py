@@ -9,12 +9,12 @@ from typing import Callable, Sequence
 from torch import nn
 from torch.utils.data import Dataset
 
+from rgmp_model.adapt.pairs import StaticPairDataset
 from rgmp_model.nn.network import RGMP
 
 from .config import SourceSpec, TrainConfig
 from .objectives import ClipObjective, PairObjective
 from .sources import still_source, video_source
-from .static_pairs import StaticPairDataset
 from .video_clips import VideoClipDataset
 from .video_sources import VideoSequence, validation_sequences
 

@@ -22,21 +22,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills, keyframe_crop
+from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
-from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.inference.labels import labelled_frames, validate_label_frame
 
-from .augment import color_jitter, crop_transform, deform_previous_mask
 from .config import CONFIG_DIR, TrainConfig, load_config
 from .objectives import PairObjective
-from .static_pairs import StaticPairDataset
-from .still_sources import ImageSource, VideoStills
 from .trainer import Trainer
-from .video_sources import StackVideoSource
 
 FINETUNE_YAML = CONFIG_DIR / "finetune.yaml"
-MIN_OBJECT_PIXELS = 16  # objects of a user's stack smaller than this are not trained on
 
 _FROM_BASE = "the network is the base checkpoint's (finetune.base)"
 _NO_VALIDATION = "fine-tuning has no validation sequences"
@@ -98,65 +94,6 @@ def finetune_config(base: str | Path, out: str | Path, overrides: Sequence[str] 
     )
 
 
-def finetune_crop(crop_size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """The crop trained on: ``crop_size`` no larger than the frame (smaller frames are padded) and
-    a multiple of the network's stride."""
-    return tuple(max(NETWORK_STRIDE, min(size, frame) // NETWORK_STRIDE * NETWORK_STRIDE)  # type: ignore[return-value]
-                 for size, frame in zip(crop_size, (height, width)))
-
-
-class AnnotatedFrames(VideoStills):
-    """The annotated frames ``frames`` of a stack as stills: item i -> (image (H, W, 3) float32 in
-    [0, 1], labels (H, W) int32) of frame ``frames[i]`` (normalised over the whole stack)."""
-
-    def __init__(self, images: Any, labels: Any, frames: Sequence[int]) -> None:
-        super().__init__(StackVideoSource(images, labels, annotated=sorted(frames)))
-
-
-class StackPairDataset(StaticPairDataset):
-    """Item k (deterministic in (seed, k)): with probability ``pair_probability`` (when there are
-    two or more annotated frames) a real pair: reference = annotated frame a with one object's
-    mask, target = annotated frame b with the same object's mask, previous mask = that mask
-    deformed, all in one crop window around the object in both frames; otherwise stage-1
-    simulation on one annotated frame (:class:`StaticPairDataset`)."""
-
-    def __init__(self, source: ImageSource, crop_size: tuple[int, int] = (256, 256), seed: int = 0,
-                 length: int = 100_000, box_probability: float = 0.1, paste_probability: float = 0.0,
-                 min_object_pixels: int = MIN_OBJECT_PIXELS, pair_probability: float = 0.5) -> None:
-        super().__init__([source], crop_size=crop_size, seed=seed, length=length, box_probability=box_probability,
-                         paste_probability=paste_probability, min_object_pixels=min_object_pixels)
-        self.source = source
-        self.pair_probability = pair_probability if len(source) >= 2 else 0.0
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, int(index), 1))
-        if rng.random() >= self.pair_probability:
-            return super().__getitem__(index)
-        for _ in range(self.max_tries):
-            a, b = rng.choice(len(self.source), size=2, replace=False)
-            (image_a, labels_a), (image_b, labels_b) = self.source[int(a)], self.source[int(b)]
-            shared = [i for i in np.unique(labels_a) if i and (labels_a == i).sum() >= self.min_object_pixels
-                      and (labels_b == i).sum() >= self.min_object_pixels]
-            if shared:
-                break
-        else:  # no object labelled on two frames: simulation only
-            return super().__getitem__(index)
-        object_id = rng.choice(shared)
-        mask_a, mask_b = labels_a == object_id, labels_b == object_id
-        window = self._window(rng, mask_a | mask_b)
-        crop = crop_transform(window, self.crop_size)
-        fill = np.median(image_a[::8, ::8].reshape(-1, 3), axis=0)
-        target_mask = (crop.apply_to_image(mask_b.astype(np.float32)) >= 0.5).astype(np.float32)
-        target = color_jitter(rng, crop.apply_to_image(image_b, fill))
-        return {
-            "reference_frame": torch.from_numpy(crop.apply_to_image(image_a, fill, channels_first=True)),
-            "reference_mask": torch.from_numpy((crop.apply_to_image(mask_a.astype(np.float32)) >= 0.5).astype(np.float32)),
-            "frame": torch.from_numpy(np.ascontiguousarray(target.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(target_mask),
-            "previous_mask": torch.from_numpy(deform_previous_mask(rng, target_mask, box_probability=self.box_probability)),
-        }
-
-
 def _training_frames(images: Any, labels: Any) -> tuple[int, ...]:
     """The labelled frames of ``labels`` (checked against ``images`` and validated)."""
     shape = tuple(getattr(labels, "shape", ()))
@@ -188,7 +125,7 @@ def finetune_on_stack(
     images: (T, H, W) or (T, H, W, C) array-like; labels: (T, H, W) integer stack whose labelled
     frames are the training frames. ``config``: e.g. :func:`finetune_config`, used as given
     (:func:`check_finetune_config` rejects keys that cannot apply); crops are clamped to the frame
-    (:func:`finetune_crop`). ``on_progress(iteration, total, loss)`` after every step;
+    (:func:`rgmp_model.adapt.keyframe_pairs.keyframe_crop`). ``on_progress(iteration, total, loss)`` after every step;
     ``should_stop()`` ends early (the checkpoint is still written). The new checkpoint's metadata
     records the base checkpoint, the frames used, the iterations and the loss curve; its weights
     are stored in fp16 like the bundled model's, written atomically. GPU memory
@@ -199,10 +136,10 @@ def finetune_on_stack(
     check_not_input(options.out, [options.base, options.images, options.labels])  # never over its base or data
     frames = _training_frames(images, labels)  # the labels are checked before the model loads
     model, base_info = load_checkpoint(options.base)  # the base is read once
-    source = AnnotatedFrames(images, labels, frames)
+    source = KeyframeStills(FrameStack(images), {t: labels[t] for t in frames})
     data = config.data
     height, width = tuple(labels.shape[1:])
-    dataset = StackPairDataset(source, crop_size=finetune_crop(data.crop_size, height, width), seed=config.seed,
+    dataset = KeyframePairDataset(source, crop_size=keyframe_crop(data.crop_size, height, width), seed=config.seed,
                                length=data.length, box_probability=data.box_probability,
                                paste_probability=data.paste_probability)
     metadata = {

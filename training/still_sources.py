@@ -1,4 +1,4 @@
-"""Sources of still images with instance labels, for stage-1 training (:mod:`training.static_pairs`).
+"""Sources of still images with instance labels, for stage-1 training (:mod:`rgmp_model.adapt.pairs`).
 
 A *still source* is a small sequence of stills: ``len(source)`` and ``source[i] -> (image, labels)``
 with image float32 (H, W, 3) in [0, 1] and labels int32 (H, W) (int64 / uint64 for wider ids), 0 = background. Sources list
@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from rgmp_model.adapt.pairs import ImageSource
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.label_io import read_label_image
 from rgmp_model.io.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, read_image
@@ -26,14 +27,6 @@ from rgmp_model.io.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, r
 from .video_sources import VideoSequence, VideoSource, _lru
 
 __all__ = ["FolderSource", "ImageSource", "VOCSource", "VideoStills"]
-
-
-class ImageSource(Protocol):
-    """What :class:`~training.static_pairs.StaticPairDataset` needs from a source of stills."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _rgb01(image: np.ndarray) -> np.ndarray:

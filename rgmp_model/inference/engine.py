@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rgmp_model.inference.adaptation import KeyframeAdaptation
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.full_frame import FullFrameStretch
 from rgmp_model.inference.memory import MemoryGuard
@@ -93,6 +94,8 @@ class PropagationSession:
         self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
         self._references: dict[int, tuple[tuple[int, ...], Reference | KeyframeRegions]] = {}  # keyframe -> (ids, it)
         self.last_probabilities: np.ndarray | None = None
+        self._base_model = self.model  # what adaptation starts from
+        self.adaptation = KeyframeAdaptation(self.options.adapt)  # options.adapt iterations (0: none)
 
     @property
     def mode(self) -> str:
@@ -291,9 +294,12 @@ class PropagationSession:
         is absent afterwards). With ``keep_probabilities``, ``last_probabilities`` holds the
         yielded frame's (K+1, H, W) float32 probabilities (channel 0 background, then
         ``object_ids``; in region mode a separated part adds to its parent's channel).
-        ``on_progress(done, total)`` is called after every yielded frame.
+        ``on_progress(done, total)`` is called after every yielded frame. With ``options.adapt``
+        the network is first adapted to the keyframes when :meth:`adapt` would train.
         """
         objects = self._objects()
+        if self.adaptation.iterations and not self.adaptation.is_current(self._keyframes):
+            self.adapt()
         stretches = self.plan(direction, from_keyframes)
         total = sum(len(s.backward) + len(s.forward) + include_keyframes for s in stretches)
         done = 0
@@ -304,6 +310,21 @@ class PropagationSession:
                 if on_progress is not None:
                     on_progress(done, total)
                 yield result
+
+    def adapt(self, on_progress: Callable[[int, int, float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> bool:
+        """Test-time adaptation (``options.adapt`` iterations, ``inference/adaptation.py``): from now
+        on propagate with a copy of the network fine-tuned on the keyframes; the session's network
+        and the model file never change. ``on_progress(iteration, total, loss)``; ``should_stop()``
+        ends early. Returns whether it trained (not while the copy is still valid)."""
+        dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
+        model = self.adaptation.update(self._base_model, self.frames, self._keyframes, self.device, dtype,
+                                       on_progress, should_stop)
+        if model is None:
+            return False
+        self.model = self._propagator.model = self._regions.model = model
+        self._references.clear()  # encoded by the previous network
+        return True
 
     @torch.inference_mode()
     def _propagate_stretch(

@@ -35,6 +35,7 @@ MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
 MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
 SMALL_OBJECT_SIDE = 32  # px at the working size: a median object smaller than this gets a larger working size,
 SMALL_OBJECT_CEILING = 512  # px: up to this longer side (full frames of small objects are slow; region mode is not)
+MAX_ADAPT = 10_000  # iterations of test-time adaptation at most (a guard against typos)
 
 
 def _check_max_size(value: Any, name: str = "max_size") -> int | None:
@@ -74,6 +75,9 @@ class PropagationOptions:
         both parts. True: a part that separates from an object (a daughter cell holding at least
         a fifth of it) gets a new id, the largest id on any keyframe + 1, + 2, ... (unique in the
         session), and ``session.divisions`` records {new id: parent id}.
+    adapt: iterations of test-time adaptation (0: none): before propagating, a copy of the model
+        is fine-tuned in memory on the session's keyframes (``rgmp_model.adapt``); the session
+        keeps it while the keyframes it learnt from stay the same, so a correction reuses it.
     """
 
     direction: str = "forward"
@@ -87,6 +91,7 @@ class PropagationOptions:
     region: str = "auto"
     region_crop_size: int | None = None
     split_divisions: bool = False
+    adapt: int = 0
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -108,6 +113,10 @@ class PropagationOptions:
                 raise ValueError(f"scales must be a non-empty list of factors in (0, 4], got {self.scales}")
             object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "device", str(self.device))
+        if not isinstance(self.adapt, Integral) or isinstance(self.adapt, bool) or not 0 <= self.adapt <= MAX_ADAPT:
+            raise ValueError(f"adapt must be a number of iterations from 0 (no adaptation) to {MAX_ADAPT}, "
+                             f"got {self.adapt!r}")
+        object.__setattr__(self, "adapt", int(self.adapt))
         self._check_region()
 
     def _check_region(self) -> None:

@@ -1,13 +1,16 @@
-"""Stage-1 ("static") RGMP training pairs simulated from still images with instance masks.
+"""RGMP training pairs simulated from still images with instance masks (stage 1, fine-tuning and
+test-time adaptation all use them).
 
-:class:`StaticPairDataset` turns still sources (:mod:`training.still_sources`: ``len(source)`` and
-``source[i] -> (image float32 (H, W, 3) in [0, 1], labels int32 (H, W))``) into (reference,
-target, previous mask) training items, item k depending only on (seed, k).
+:class:`StaticPairDataset` turns still sources (:class:`ImageSource`: ``len(source)`` and
+``source[i] -> (image float32 (H, W, 3) in [0, 1], labels int32 (H, W))``; the training package's
+:mod:`training.still_sources`, or a stack's keyframes, :mod:`rgmp_model.adapt.keyframe_pairs`) into
+(reference, target, previous mask) training items, item k depending only on (seed, k).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,9 +20,17 @@ from .augment import (
     Window, background_window, color_jitter, crop_transform, deform_previous_mask,
     random_geometric_transform,
 )
-from .still_sources import ImageSource
 
-__all__ = ["StaticPairDataset"]
+__all__ = ["ImageSource", "StaticPairDataset"]
+
+
+class ImageSource(Protocol):
+    """What :class:`StaticPairDataset` needs from a source of stills: ``len(source)`` and
+    ``source[i] -> (image float32 (H, W, 3) in [0, 1], labels integer (H, W), 0 = background)``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _block_mean(array: np.ndarray, f: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Smooth displacement fields from thin-plate splines, evaluated on a coarse grid of knots and
-interpolated bilinearly (used by the random warps of :mod:`training.augment`)."""
+interpolated bilinearly (used by the random warps of :mod:`rgmp_model.adapt.augment`)."""
 
 from __future__ import annotations
 
