@@ -113,3 +113,16 @@ def test_rgmp_propagate_adapt_leaves_the_checkpoint_as_it_was(tmp_path, stack, c
     assert hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.tif", "frame0.tif", "out.tif"]  # no model written
     assert "adapting to the keyframes" in capsys.readouterr().err
+
+
+def test_pairs_of_a_grey_stack_in_region_mode_are_shown_as_region_mode_shows_crops(stack) -> None:
+    from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills
+
+    stills = KeyframeStills(FrameStack(stack.frames), {0: stack.labels[0], 4: stack.labels[4]})
+    plain = KeyframePairDataset(stills, crop_size=(64, 64), seed=0, length=8)
+    shown = KeyframePairDataset(stills, crop_size=(64, 64), seed=0, length=8, crop_contrast_probability=1.0)
+    for k in range(8):  # real pairs and simulated ones alike
+        a, b = plain[k], shown[k]
+        assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["previous_mask"], b["previous_mask"])
+        assert float(b["reference_frame"].amin()) == 0.0 and float(b["reference_frame"].amax()) == 1.0
+        assert not torch.equal(a["frame"], b["frame"])

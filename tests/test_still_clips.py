@@ -77,3 +77,23 @@ def test_clip_dataset_occluders_change_only_the_clips_they_are_drawn_for() -> No
         assert a.frame_indices == b.frame_indices and torch.equal(a.frames[0], b.frames[0])
         changed += not torch.equal(a.frames, b.frames)
     assert 0 < changed < 8
+
+
+def test_grey_clips_can_be_shown_as_region_mode_shows_crops() -> None:
+    from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
+    from rgmp_model.inference.crop_contrast import normalise_crops
+
+    seq = synthetic_microscopy(num_frames=6, height=64, width=64, num_cells=3, seed=0)
+    source = StackVideoSource(seq.frames, seq.labels)
+    plain = VideoClipDataset(source, clip_length=3, crop_size=(64, 64), seed=0)
+    shown = VideoClipDataset(source, clip_length=3, crop_size=(64, 64), seed=0, crop_contrast_probability=1.0)
+    a, b = plain.sample(2), shown.sample(2)
+    assert a.frame_indices == b.frame_indices and torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(b.frames[:1], normalise_crops(a.frames[:1]))  # frame 0: its own percentiles
+    assert float(b.frames.amax()) == 1.0 and float(b.frames.amin()) == 0.0
+    colour = synthetic_video(num_frames=6, height=64, width=64, num_objects=2, seed=0)
+    rgb = VideoClipDataset(StackVideoSource(colour.frames, colour.labels), clip_length=3, crop_size=(64, 64), seed=0,
+                           crop_contrast_probability=1.0)
+    rgb_plain = VideoClipDataset(StackVideoSource(colour.frames, colour.labels), clip_length=3, crop_size=(64, 64),
+                                 seed=0)
+    assert torch.equal(rgb.sample(1).frames, rgb_plain.sample(1).frames)  # colour clips are left alone

@@ -85,6 +85,7 @@ class DataSection:
     max_skip: int = 3  # video: largest step between clip frames
     max_objects: int = 3  # video: objects per clip
     occluder_probability: float = 0.0  # video: an object of another sequence crosses the clip in front
+    crop_contrast_probability: float = 0.0  # video: grey clips stretched per frame as region mode shows crops
     box_probability: float = 0.1  # static: previous mask replaced by the object's box
     paste_probability: float = 0.2  # static: object pasted onto another image
 

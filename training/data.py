@@ -51,6 +51,7 @@ def build_stage(config: TrainConfig) -> tuple[Dataset, Callable[[RGMP], nn.Modul
             videos, clip_length=data.clip_length, crop_size=data.crop_size, max_skip=data.max_skip,
             max_objects=data.max_objects, seed=config.seed, length=data.length, source_weights=weights,
             occluder_probability=data.occluder_probability,
+            crop_contrast_probability=data.crop_contrast_probability,
         )
 
         def objective(model: RGMP) -> nn.Module:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from rgmp_model.inference.crop_contrast import crop_spread, normalise_crops
 from rgmp_model.inference.frames import FrameStack
 
 from .occluders import add_occluder, cut_object
@@ -115,7 +116,9 @@ class VideoClipDataset(Dataset):
     non-uint8 frames are normalised by the sequence's percentiles, estimated once per sequence).
     With probability ``occluder_probability`` an object cut from an annotated frame of another
     drawn sequence crosses frames 1.. in front of everything (:mod:`training.occluders`; its own
-    random numbers, so the rest of the item does not change).
+    random numbers, so the rest of the item does not change). With probability
+    ``crop_contrast_probability`` a grey clip is shown as region mode shows crops (each frame
+    stretched by its own percentiles: :meth:`_region_view`).
 
     Items: ``frames`` float32 (N,3,H,W) in [0,1] (frame 0 = the annotated reference), ``labels``
     int64 (N,H,W) in 0..K, ``object_valid`` bool (max_objects,), ``num_objects`` int64 () = K.
@@ -125,7 +128,8 @@ class VideoClipDataset(Dataset):
                  crop_size: tuple[int, int] = (256, 256), max_skip: int = 3, max_objects: int = 3, seed: int = 0,
                  length: int = 100_000, min_object_pixels: int = 32, *, source_weights: Sequence[float] | None = None,
                  scale_range: tuple[float, float] = (0.9, 1.5), colour_jitter: float = 0.1, flip: bool = True,
-                 reverse: bool = True, cache_size: int = 16, occluder_probability: float = 0.0) -> None:
+                 reverse: bool = True, cache_size: int = 16, occluder_probability: float = 0.0,
+                 crop_contrast_probability: float = 0.0) -> None:
         self.sources = [sources] if hasattr(sources, "sequence") else list(sources)  # type: ignore[arg-type]
         if not self.sources or any(len(s) == 0 for s in self.sources):
             raise ValueError("sources must be one or more video sources, each with at least one sequence")
@@ -141,6 +145,9 @@ class VideoClipDataset(Dataset):
         if not 0 <= occluder_probability <= 1:
             raise ValueError(f"occluder_probability must be in [0, 1], got {occluder_probability}")
         self.occluder_probability = float(occluder_probability)
+        if not 0 <= crop_contrast_probability <= 1:
+            raise ValueError(f"crop_contrast_probability must be in [0, 1], got {crop_contrast_probability}")
+        self.crop_contrast_probability = float(crop_contrast_probability)
         weights = np.array([len(s) for s in self.sources] if source_weights is None else source_weights, float)
         if weights.shape != (len(self.sources),) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"source_weights must be {len(self.sources)} non-negative numbers with a positive sum")
@@ -178,7 +185,8 @@ class VideoClipDataset(Dataset):
             seq, stack = self._open(s, int(rng.integers(len(self.sources[s]))))
             plan = self._plan(rng, seq)
             if plan is not None:
-                return self._occlude(int(k) % self.length, self._render(rng, s, seq, stack, *plan))
+                clip = self._occlude(int(k) % self.length, self._render(rng, s, seq, stack, *plan))
+                return self._region_view(int(k) % self.length, clip)
         raise ValueError(f"item {k}: no annotated frame with an object of >= {self.min_object_pixels} pixels in "
                          f"{_MAX_SEQUENCE_TRIES} sequences: check the sources' annotations or lower min_object_pixels")
 
@@ -204,6 +212,20 @@ class VideoClipDataset(Dataset):
             positions.append(positions[-1] + step)
         chosen = [int(i) for i in rng.permutation(ids)[: self.max_objects]]
         return [order[q] for q in positions], first, chosen
+
+    def _region_view(self, k: int, clip: ClipSample) -> ClipSample:
+        """A grey ``clip`` shown as region mode shows crops (probability ``crop_contrast_probability``):
+        each frame stretched by its own percentiles, its range at least half frame 0's
+        (:mod:`rgmp_model.inference.crop_contrast`)."""
+        if not self.crop_contrast_probability:
+            return clip
+        frames = clip.frames
+        grey = float((frames - frames.mean(dim=1, keepdim=True)).abs().amax()) < 1e-3  # colour jitter keeps grey
+        if not grey or np.random.default_rng((self.seed, k, 11)).random() >= self.crop_contrast_probability:
+            return clip
+        floor = 0.5 * crop_spread(frames[:1])[1]
+        shown = torch.cat([normalise_crops(frames[:1]), normalise_crops(frames[1:], floor.expand(len(frames) - 1))])
+        return dataclasses.replace(clip, frames=shown.contiguous())
 
     def _occlude(self, k: int, clip: ClipSample) -> ClipSample:
         """``clip`` with an occluder crossing it (probability ``occluder_probability``)."""

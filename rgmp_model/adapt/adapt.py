@@ -41,7 +41,9 @@ class AdaptationError(ValueError):
 class AdaptOptions:
     """How the copy is trained: ``iterations`` steps of Adam at ``lr`` on batches of
     ``batch_size`` pairs cropped to ``crop_size`` px (at most the frame), the fine-tuning's loss
-    with ``aux_weight`` on the low-resolution heads; ``seed`` makes the samples repeatable."""
+    with ``aux_weight`` on the low-resolution heads; ``seed`` makes the samples repeatable;
+    ``region_view``: grey pairs are stretched per crop as region mode shows crops to the network
+    (:mod:`rgmp_model.inference.crop_contrast`), for a stack that runs in region mode."""
 
     iterations: int = 50
     lr: float = 5e-5
@@ -50,6 +52,7 @@ class AdaptOptions:
     box_probability: float = 0.1
     aux_weight: float = 0.5
     seed: int = 0
+    region_view: bool = False  # grey pairs shown as region mode shows its crops (the stack runs in region mode)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1 or self.crop_size < 32 or not self.lr > 0:
@@ -73,7 +76,8 @@ def adapt_model(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndar
     side = options.crop_size
     dataset = KeyframePairDataset(stills, crop_size=keyframe_crop((side, side), frames.height, frames.width),
                                   seed=options.seed, length=options.iterations * options.batch_size,
-                                  box_probability=options.box_probability)
+                                  box_probability=options.box_probability,
+                                  crop_contrast_probability=1.0 if options.region_view else 0.0)
     adapted = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     parameters = [p for p in adapted.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=options.lr)

@@ -16,7 +16,7 @@ from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.inference.frames import FrameStack
 
 from .augment import color_jitter, crop_transform, deform_previous_mask
-from .pairs import ImageSource, StaticPairDataset
+from .pairs import ImageSource, StaticPairDataset, region_view
 
 __all__ = ["MIN_OBJECT_PIXELS", "KeyframePairDataset", "KeyframeStills", "keyframe_crop"]
 
@@ -63,9 +63,11 @@ class KeyframePairDataset(StaticPairDataset):
 
     def __init__(self, source: ImageSource, crop_size: tuple[int, int] = (256, 256), seed: int = 0,
                  length: int = 100_000, box_probability: float = 0.1, paste_probability: float = 0.0,
-                 min_object_pixels: int = MIN_OBJECT_PIXELS, pair_probability: float = 0.5) -> None:
+                 min_object_pixels: int = MIN_OBJECT_PIXELS, pair_probability: float = 0.5,
+                 crop_contrast_probability: float = 0.0) -> None:
         super().__init__([source], crop_size=crop_size, seed=seed, length=length, box_probability=box_probability,
-                         paste_probability=paste_probability, min_object_pixels=min_object_pixels)
+                         paste_probability=paste_probability, min_object_pixels=min_object_pixels,
+                         crop_contrast_probability=crop_contrast_probability)
         self.source = source
         self.pair_probability = pair_probability if len(source) >= 2 else 0.0
 
@@ -89,10 +91,13 @@ class KeyframePairDataset(StaticPairDataset):
         fill = np.median(image_a[::8, ::8].reshape(-1, 3), axis=0)
         target_mask = (crop.apply_to_image(mask_b.astype(np.float32)) >= 0.5).astype(np.float32)
         target = color_jitter(rng, crop.apply_to_image(image_b, fill))
+        reference, target = region_view(np.random.default_rng((self.seed, int(index), 11)),
+                                        crop.apply_to_image(image_a, fill, channels_first=True),
+                                        np.ascontiguousarray(target.transpose(2, 0, 1)), self.crop_contrast_probability)
         return {
-            "reference_frame": torch.from_numpy(crop.apply_to_image(image_a, fill, channels_first=True)),
+            "reference_frame": torch.from_numpy(np.ascontiguousarray(reference)),
             "reference_mask": torch.from_numpy((crop.apply_to_image(mask_a.astype(np.float32)) >= 0.5).astype(np.float32)),
-            "frame": torch.from_numpy(np.ascontiguousarray(target.transpose(2, 0, 1))),
+            "frame": torch.from_numpy(np.ascontiguousarray(target)),
             "mask": torch.from_numpy(target_mask),
             "previous_mask": torch.from_numpy(deform_previous_mask(rng, target_mask, box_probability=self.box_probability)),
         }

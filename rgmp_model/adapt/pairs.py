@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rgmp_model.inference.crop_contrast import crop_spread, normalise_crops
+
 from .augment import (
     Window, background_window, color_jitter, crop_transform, deform_previous_mask,
     random_geometric_transform,
@@ -43,6 +45,20 @@ def _block_mean(array: np.ndarray, f: int) -> np.ndarray:
     return out * np.float32(1.0 / (f * f))
 
 
+def region_view(rng: np.random.Generator, reference: np.ndarray, target: np.ndarray,
+                probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grey (3, H, W) crops shown as region mode shows them, with ``probability``: each stretched by
+    its own percentiles (:func:`~rgmp_model.inference.crop_contrast.normalise_crops`), the
+    target's range at least half the reference's. Colour crops are returned as they are."""
+    grey = float(np.abs(reference - reference.mean(axis=0)).max()) < 1e-3  # colour jitter keeps grey grey
+    if not grey or rng.random() >= probability:
+        return reference, target
+    ref = torch.from_numpy(np.ascontiguousarray(reference))[None]
+    floor = 0.5 * crop_spread(ref)[1]
+    return (normalise_crops(ref)[0].numpy(),
+            normalise_crops(torch.from_numpy(np.ascontiguousarray(target))[None], floor)[0].numpy())
+
+
 class StaticPairDataset(Dataset):
     """Map-style dataset of simulated (reference, target, previous mask) pairs; item k depends only on
     (seed, k), so runs resume exactly and DDP ranks can split indices with a DistributedSampler.
@@ -60,14 +76,15 @@ class StaticPairDataset(Dataset):
 
     Returns ``reference_frame`` float32 (3, H, W) in [0, 1], ``reference_mask`` float32 (H, W) in
     {0, 1}, ``frame`` float32 (3, H, W) in [0, 1], ``mask`` float32 (H, W) in {0, 1} and
-    ``previous_mask`` float32 (H, W) in {0, 1}.
+    ``previous_mask`` float32 (H, W) in {0, 1}. With ``crop_contrast_probability``, grey pairs are
+    shown as region mode shows crops (:func:`region_view`).
     """
 
     def __init__(self, sources: Sequence[ImageSource], crop_size: tuple[int, int] = (256, 256), seed: int = 0,
                  length: int = 100_000, box_probability: float = 0.1, paste_probability: float = 0.2,
                  min_object_pixels: int = 64, weights: Sequence[float] | None = None,
                  object_fraction: tuple[float, float] = (0.25, 0.6), max_zoom: float = 4.0,
-                 max_tries: int = 30) -> None:
+                 max_tries: int = 30, crop_contrast_probability: float = 0.0) -> None:
         self.sources = list(sources)
         if not self.sources:
             raise ValueError("give at least one image source")
@@ -89,6 +106,9 @@ class StaticPairDataset(Dataset):
         self.box_probability, self.paste_probability = float(box_probability), float(paste_probability)
         self.min_object_pixels = max(int(min_object_pixels), 1)
         self.object_fraction, self.max_zoom, self.max_tries = object_fraction, float(max_zoom), int(max_tries)
+        if not 0 <= crop_contrast_probability <= 1:
+            raise ValueError(f"crop_contrast_probability must be in [0, 1], got {crop_contrast_probability}")
+        self.crop_contrast_probability = float(crop_contrast_probability)
 
     def __len__(self) -> int:
         return self.length
@@ -161,6 +181,9 @@ class StaticPairDataset(Dataset):
         tgt_image = color_jitter(rng, tgt_image.transpose(1, 2, 0)).transpose(2, 0, 1)
         tgt_mask = (tgt_alpha >= 0.5).astype(np.float32)
         previous = deform_previous_mask(rng, tgt_mask, box_probability=self.box_probability)
+        if self.crop_contrast_probability:  # own numbers: the items are unchanged without it
+            ref_image, tgt_image = region_view(np.random.default_rng((self.seed, k, 11)), ref_image, tgt_image,
+                                               self.crop_contrast_probability)
         return {
             "reference_frame": torch.from_numpy(ref_image),
             "reference_mask": torch.from_numpy((ref_alpha >= 0.5).astype(np.float32)),

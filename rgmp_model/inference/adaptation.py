@@ -36,10 +36,11 @@ class KeyframeAdaptation:
 
     def update(self, base: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray], device: torch.device,
                autocast_dtype: torch.dtype | None, on_progress: Callable[[int, int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> RGMP | None:
+               should_stop: Callable[[], bool] | None = None, region_view: bool = False) -> RGMP | None:
         """Adapt a copy of ``base`` on ``keyframes`` and keep it, unless the kept copy is still
-        valid (then None). ``base`` is never changed. ValueError when adaptation is off or there
-        is no keyframe."""
+        valid (then None). ``base`` is never changed; ``region_view``: the stack's grey crops are
+        stretched as region mode shows them. ValueError when adaptation is off or there is no
+        keyframe."""
         from rgmp_model.adapt.adapt import AdaptOptions, adapt_model
 
         if not self.iterations:
@@ -50,7 +51,8 @@ class KeyframeAdaptation:
         if self.is_current(keyframes):
             return None
         self.model = None  # a failed run leaves no stale copy behind
-        adapted = adapt_model(base, frames, keyframes, AdaptOptions(iterations=self.iterations), device=device,
+        adapted = adapt_model(base, frames, keyframes, AdaptOptions(iterations=self.iterations, region_view=region_view),
+                              device=device,
                               autocast_dtype=autocast_dtype, on_progress=on_progress, should_stop=should_stop)
         self.model, self.runs = adapted, self.runs + 1
         self.learnt_from = {int(t): np.array(labels, copy=True) for t, labels in keyframes.items()}

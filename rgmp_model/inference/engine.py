@@ -318,8 +318,9 @@ class PropagationSession:
         and the model file never change. ``on_progress(iteration, total, loss)``; ``should_stop()``
         ends early. Returns whether it trained (not while the copy is still valid)."""
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
+        region_view = self.frames.is_grey and any(self.uses_region(t) for t in self._keyframes)
         model = self.adaptation.update(self._base_model, self.frames, self._keyframes, self.device, dtype,
-                                       on_progress, should_stop)
+                                       on_progress, should_stop, region_view)
         if model is None:
             return False
         self.model = self._propagator.model = self._regions.model = model

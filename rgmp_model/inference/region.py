@@ -36,6 +36,7 @@ from scipy import ndimage as ndi
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from rgmp_model.inference.crop_contrast import crop_spread, normalise_crops
 from rgmp_model.inference.labels import object_boxes
 from rgmp_model.nn.network import RGMP
 
@@ -139,21 +140,9 @@ class RegionTracker:
         s = self.crop_size
         return roi_align(image, boxes, output_size=(s, s), spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
-    @staticmethod
-    def _spread(crops: Tensor) -> tuple[Tensor, Tensor]:
-        """(K, C, S, S) -> each crop's 1st percentile and 99.5th - 1st percentile range, (K,) each."""
-        flat = crops.mean(dim=1).flatten(1)
-        lo = torch.quantile(flat, 0.01, dim=1)
-        return lo, torch.quantile(flat, 0.995, dim=1) - lo
-
     def _normalised(self, crops: Tensor, floor: Tensor | None = None) -> Tensor:
-        """Each crop's 1-99.5 percentiles mapped to [0, 1], its range taken as at least ``floor``
-        (K,) (so that an empty crop's noise is not stretched into an object)."""
-        if not self.normalise:
-            return crops
-        lo, spread = self._spread(crops)
-        spread = spread.clamp_min(1e-3) if floor is None else torch.maximum(spread.clamp_min(1e-3), floor)
-        return ((crops - lo.view(-1, 1, 1, 1)) / spread.view(-1, 1, 1, 1)).clamp(0, 1)
+        """Grey crops shown as :func:`~rgmp_model.inference.crop_contrast.normalise_crops` does."""
+        return normalise_crops(crops, floor) if self.normalise else crops
 
     # ----------------------------------------------------------------------------- network
     def _run(self, frames: Tensor, masks: Tensor, reference_r5: Tensor | None) -> Tensor:
@@ -195,7 +184,7 @@ class RegionTracker:
             self._reference_r5 = None
             return
         crops = self._crops(frame, windows)
-        contrast = self._spread(crops)[1].tolist() if self.normalise else [1.0] * len(order)
+        contrast = crop_spread(crops)[1].tolist() if self.normalise else [1.0] * len(order)
         crops = self._normalised(crops)
         mask_crops = torch.cat([self._crops(masks[k : k + 1], [windows[k]]) for k in range(len(order))])[:, 0]
         self._reference_r5 = self._run(crops, (mask_crops > 0.5).float(), None)
