@@ -140,7 +140,7 @@ def sequence_working_size(seq: EvalSequence, max_size: int, fit: bool) -> tuple[
 
 def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None, flow_method: str,
                 device: str, region: str = "auto", fit: bool = False,
-                adapt: int = 0) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
+                adapt: int = 0, region_crop_size: int | None = None) -> Iterator[tuple[int, np.ndarray, dict[int, float]]]:
     """``model``: a checkpoint path or an RGMP network (opened with ``rgmp_model.open_session``);
     ``region``: the session's region mode (auto, on, off) for the model methods. ``fit``:
     ``max_size`` is the model's recorded size, so the sessions get ``max_size=None`` (as
@@ -156,7 +156,8 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
     from rgmp_model.inference.session import open_session
 
     options = PropagationOptions(direction="forward", max_size=None if fit else max_size, device=device,
-                                 region=region, flow=flow_method if method == "model+flow" else None, adapt=adapt)
+                                 region=region, flow=flow_method if method == "model+flow" else None, adapt=adapt,
+                                 region_crop_size=region_crop_size)
     session = open_session(model, seq.frames, options)
     session.add_keyframe(0, key)
     return session.propagate()
@@ -164,7 +165,7 @@ def propagation(method: str, seq: EvalSequence, model: Any, max_size: int | None
 
 def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_size: int | None,
                flow_method: str, device: str, kind: str | None = None, region: str = "auto",
-               fit: bool = False, adapt: int = 0) -> Run:
+               fit: bool = False, adapt: int = 0, region_crop_size: int | None = None) -> Run:
     """Propagate ``seq`` with ``kind`` (model, model+flow, flow or copy; default ``method``),
     write the labels under ``out_root/method`` and score the written files (``fit``, ``adapt``:
     see :func:`propagation`; the adaptation's time is measured apart from frames/s)."""
@@ -177,7 +178,7 @@ def run_method(method: str, seq: EvalSequence, model: Any, out_root: Path, max_s
     kind = kind or method
     with LabelStackWriter(target, shape, np.uint8, frame_names=names) as writer:
         results = propagation(kind, seq, model, max_size, flow_method, device, region, fit,
-                              adapt if kind.startswith("model") else 0)
+                              adapt if kind.startswith("model") else 0, region_crop_size)
         started = time.perf_counter()
         for t, labels, _ in results:
             if t == 0 and adapt and kind.startswith("model"):  # the keyframe comes after the adaptation
@@ -254,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{FALLBACK_MAX_SIZE})")
     parser.add_argument("--region", choices=("auto", "on", "off"), default="auto",
                         help="region mode of the model methods, as `rgmp propagate --region` (default auto)")
+    parser.add_argument("--region-crop-size", type=int, default=None, metavar="PX",
+                        help="network side of every region-mode crop (a multiple of 32; default: from the "
+                             "keyframe's median object, 64-256 px)")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="test-time adaptation of the model methods: N iterations on the keyframe first "
                              "(as rgmp propagate --adapt; its time is printed apart from frames/s)")
@@ -322,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for method in methods:
                 kind, method_model, method_size, method_fit = plans[method]
                 run = run_method(method, seq, method_model, out_root, method_size, args.flow_method, args.device,
-                                 kind=kind, region=args.region, fit=method_fit, adapt=args.adapt)
+                                 kind=kind, region=args.region, fit=method_fit, adapt=args.adapt,
+                                 region_crop_size=args.region_crop_size)
                 dim = f"  J dim10 {np.mean(run.dim_j):.3f}" if run.dim_j else ""
                 area = f"  area end {np.mean(run.areas):.3f}" if run.areas else ""
                 area += f"  adapted in {run.adapt_seconds:.1f} s" if run.adapt_seconds else ""
