@@ -79,4 +79,4 @@ def test_rgmp_train_finds_its_bundled_configs_by_name_when_installed(installed, 
     done = _run_script(installed, "rgmp-train", "video", "--help", cwd=elsewhere)
     assert done.returncode == 0 and "default_video, finetune, pretrain, video" in " ".join(done.stdout.split())
     done = _run_script(installed, "rgmp-train", "video", "--config", "nope", cwd=elsewhere)
-    assert done.returncode == 2 and "choose one of default_cells, default_pretrain, default_video" in done.stderr
+    assert done.returncode == 2 and "choose one of default_cells, default_longclips, default_pretrain, default_video" in done.stderr
