@@ -23,8 +23,8 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer, Signal
-from qtpy.QtGui import QCloseEvent, QDoubleValidator
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
     QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
@@ -43,6 +43,7 @@ from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
 from .plots import LinePlot
 from .scroll_dock import ScrollDock
+from .workers import DockWorkers
 
 if TYPE_CHECKING:
     import napari
@@ -83,6 +84,7 @@ class FinetuneWidget(ScrollDock):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
+        self.workers = DockWorkers()  # this dock's fine-tuning runs: stopped by stop(), then awaited
         self.pbar: progress | None = None
         self._stop_event = threading.Event()
         self._output_edited = False
@@ -98,8 +100,8 @@ class FinetuneWidget(ScrollDock):
         self._build()
 
         stop = self._stop_event
-        # A run stops when the widget goes: deleted by Qt (its viewer closed), garbage-collected,
-        # closed, or taken out of its dock (see event()).
+        # A run stops when the widget goes: its dock or viewer closed (ScrollDock: stopped and
+        # awaited), or deleted by Qt or garbage-collected without either.
         self.destroyed.connect(lambda *_: stop.set())
         weakref.finalize(self, stop.set)
         self.viewer.dims.events.point.connect(self._on_point)
@@ -316,12 +318,12 @@ class FinetuneWidget(ScrollDock):
             relay.progressed.emit(iteration, total, loss)
 
         worker_box: list[Any] = []
-        worker = create_worker(
+        worker = self.workers.track(create_worker(
             run_finetune, **request, on_progress=on_progress,
             should_stop=lambda: stop.is_set() or any(w.abort_requested for w in worker_box),
             _start_thread=False,
             _connect={"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished},
-        )
+        ))
         worker_box.append(worker)
         self.worker = worker
         self._last_progress = None
@@ -380,12 +382,10 @@ class FinetuneWidget(ScrollDock):
         self._set_running(False)
         self._refresh_output()
 
-    def closeEvent(self, event: QCloseEvent) -> None:
-        self.stop()
-        super().closeEvent(event)
+    def worker_groups(self) -> list[DockWorkers]:
+        return [self.workers, self.picker.workers]
 
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.stop()  # napari took the widget out of its dock: the panel was closed
-        return super().event(event)
+    def stop_workers(self) -> None:
+        self.stop()  # the run ends after its iteration, the checkpoint is still written
+        super().stop_workers()
 
