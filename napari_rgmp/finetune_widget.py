@@ -6,7 +6,7 @@ loss) comes back through a Qt signal; Stop, closing the widget or closing the vi
 after the current iteration (the checkpoint is still written). The labels choice never defaults to
 a layer the Propagate dock produced (and warns when one is chosen); the new checkpoint goes to the
 user model folder as ``<image>-finetuned-<date>.pt`` and the run's training folder to the cache
-(:mod:`.finetune_defaults`). torch and ``training`` are imported only when needed, so importing
+(:mod:`training.run_folders`). torch and ``training`` are imported only when needed, so importing
 this module is cheap.
 """
 
@@ -31,12 +31,11 @@ from qtpy.QtWidgets import (
 )
 
 from rgmp_model.inference.labels import labelled_frames
+from training.run_folders import finetune_run_folder
 
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
-from .finetune_defaults import (
-    OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output, work_folder,
-)
+from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
 from .finetune_job import LabelSnapshot, error_message, run_finetune
 from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
@@ -298,7 +297,7 @@ class FinetuneWidget(ScrollDock):
         options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
                    "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
         return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
-                "options": options, "work": str(work_folder(out))}
+                "options": options, "work": str(finetune_run_folder(out))}
 
     def run(self) -> Any:
         """Check the inputs and start the fine-tuning worker; returns it (None when refused)."""
