@@ -130,7 +130,7 @@ def _first_score(info: Any) -> str:
     best = info.metadata.get("best_validation")
     if isinstance(best, dict) and isinstance(best.get("jf"), (int, float)):
         return f"J&F {float(best['jf']):.2f}"
-    return "no validation score"
+    return "no J&F recorded"
 
 
 def model_line(info: Any) -> str:

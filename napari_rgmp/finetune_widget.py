@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QComboBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
@@ -41,7 +41,7 @@ from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
 from .plots import LinePlot
-from .scroll_dock import ScrollDock
+from .scroll_dock import ScrollDock, row
 from .workers import DockWorkers
 
 if TYPE_CHECKING:
@@ -58,15 +58,6 @@ class ProgressRelay(QObject):
     connection). It has no parent, so it outlives a widget deleted during a run."""
 
     progressed = Signal(int, int, float)
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for i, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if i == 0 else 0)
-    return row
 
 
 def _note() -> QLabel:
@@ -144,7 +135,7 @@ class FinetuneWidget(ScrollDock):
             (self.axis_label, self.axis_combo), (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
             ("learning rate", self.learning_rate),
             ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
-            ("output", _row(self.output_path, self.output_button)),
+            ("output", row(self.output_path, self.output_button)),
         ]:
             if label is None:
                 form.addRow(field)
@@ -152,7 +143,7 @@ class FinetuneWidget(ScrollDock):
                 form.addRow(label, field)
         layout = QVBoxLayout(self.body)
         layout.addLayout(form)
-        for widget in (_row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
+        for widget in (row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
             layout.addWidget(widget)
         layout.addStretch(1)
         self._inputs: list[QWidget] = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import napari
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFormLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget,
 )
 
 from .checkpoint_picker import CheckpointPicker
@@ -19,22 +19,11 @@ from .export import ExportPanel
 from .layer_combo import LayerCombo
 from .progress_panel import ProgressPanel
 from .propagate_tips import TIPS
-from .scroll_dock import ScrollDock
+from .scroll_dock import ScrollDock, row
 from .working_size import WorkingSizeSpin
 
 NEW_LAYER = "(new layer)"
 NO_BOXES = "(use the labels)"
-
-
-def row(*widgets: QWidget) -> QWidget:
-    """Widgets side by side on one form row (the first one stretches)."""
-    holder = QWidget()
-    layout = QHBoxLayout(holder)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for i, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if i == 0 else 0)
-    return holder
-
 
 
 class PropagateControls(ScrollDock):

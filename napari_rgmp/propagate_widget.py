@@ -8,7 +8,7 @@ left, the viewer follows the frame being written ("follow progress", on by defau
 Labels layer "<labels> propagated" and the confidence plot fill frame by frame. Choosing a stack
 moves the viewer to its (first) keyframe. The input layers are never modified.
 
-Correction loop: edit a frame of the output layer, press "Use this frame as a keyframe": the
+Correction loop: edit a frame of the output layer, press "Use frame as keyframe": the
 frames between it and the neighbouring keyframes are propagated again from it, nothing else. The
 widget keeps one library session per (image, model, options) between Runs and corrections, so
 the keyframes that did not change are not encoded again.

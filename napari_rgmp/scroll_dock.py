@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtGui import QCloseEvent
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDockWidget, QFrame, QHBoxLayout, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
 from .workers import DockWorkers
 
@@ -27,6 +27,16 @@ MAX_HINT_HEIGHT = 700  # px: the height a dock asks for at most (a 1280x800 wind
 MAX_HINT_WIDTH = 440  # px: long texts (messages) wrap rather than widen the dock
 MIN_HEIGHT = 200  # px: the least height it needs (when a user stacks the docks)
 FIT_SECONDS = 2.0  # s after docking during which the canvas' size settles (napari lays the dock out)
+
+
+def row(*widgets: QWidget) -> QWidget:
+    """Widgets side by side on one form row (the first one stretches)."""
+    holder = QWidget()
+    layout = QHBoxLayout(holder)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for i, widget in enumerate(widgets):
+        layout.addWidget(widget, 1 if i == 0 else 0)
+    return holder
 
 
 class ScrollDock(QWidget):

@@ -36,10 +36,12 @@ def test_docking_both_widgets_and_closing_at_once_exits_cleanly_twenty_times(che
     assert not failures, "\n\n".join(failures)
 
 
-def test_closing_the_dock_during_a_run_stops_its_worker(make_napari_viewer, qtbot, checkpoint) -> None:
+def docked_propagate(make_napari_viewer, checkpoint, num_frames: int, seed: int):
+    """(viewer, dock, Propagate widget): a synthetic clip labelled on frame 0, the dock opened from
+    the manifest with the tiny ``checkpoint`` on the CPU."""
     from rgmp_model.data.synthetic import synthetic_video
 
-    sequence = synthetic_video(num_frames=40, height=48, width=64, num_objects=1, seed=6)
+    sequence = synthetic_video(num_frames=num_frames, height=48, width=64, num_objects=1, seed=seed)
     viewer = make_napari_viewer()
     viewer.add_image(sequence.frames, name="clip", rgb=True)
     labels = np.zeros(sequence.labels.shape, np.uint16)
@@ -48,6 +50,11 @@ def test_closing_the_dock_during_a_run_stops_its_worker(make_napari_viewer, qtbo
     dock, widget = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
     widget.set_checkpoint(checkpoint)
     widget.device_combo.setCurrentText("cpu")
+    return viewer, dock, widget
+
+
+def test_closing_the_dock_during_a_run_stops_its_worker(make_napari_viewer, qtbot, checkpoint) -> None:
+    viewer, dock, widget = docked_propagate(make_napari_viewer, checkpoint, num_frames=40, seed=6)
     widget.run()
     worker = widget.worker
     qtbot.waitUntil(lambda: len(widget.confidence) >= 2, timeout=60_000)

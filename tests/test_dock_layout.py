@@ -11,6 +11,7 @@ import pytest
 from qtpy.QtCore import QPoint, QRect
 from qtpy.QtWidgets import QApplication
 
+from test_dock_close import docked_propagate
 from test_widget_clarity import controls
 
 WINDOW = (1280, 800)
@@ -128,19 +129,7 @@ def test_axis_choices_are_named(make_napari_viewer) -> None:
 
 
 def test_the_status_line_and_the_bar_agree(make_napari_viewer, qtbot, checkpoint) -> None:
-    from napari_rgmp.propagate_widget import PropagateWidget
-    from rgmp_model.data.synthetic import synthetic_video
-
-    sequence = synthetic_video(num_frames=6, height=48, width=64, num_objects=1, seed=2)
-    viewer = make_napari_viewer()
-    viewer.add_image(sequence.frames, name="clip", rgb=True)
-    labels = np.zeros(sequence.labels.shape, np.uint16)
-    labels[0] = sequence.labels[0]
-    viewer.add_labels(labels, name="objects")
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
+    _, _, widget = docked_propagate(make_napari_viewer, checkpoint, num_frames=6, seed=2)
     seen: list[tuple[str, str]] = []
     widget.run()
     # after the dock's own handler, each frame: what the status line and the bar say
