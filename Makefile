@@ -12,15 +12,23 @@ PYTEST_ARGS ?=
 test: venv gui-deps
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS)
 
-# PNGs of the real viewer with the widgets docked, before and after a propagation (README).
+# PNGs of the real viewer at 1280x800 with both widgets docked, before and after a propagation (README).
 screenshots: venv gui-deps
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py docs/images
+	xvfb-run -a -s "-screen 0 1280x800x24" $(PY) scripts/screenshots.py docs/images
 
 # napari with the synthetic time-lapse, its frame-0 labels and the Propagate widget (default model):
 # press Run. HEADLESS=1: the same job through the CLI on both samples, with J&F against ground truth.
-# CHECKPOINT=FILE uses another model.
-demo: venv
-	$(PY) scripts/demo.py $(if $(filter 1 yes true,$(HEADLESS)),--headless) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+# CHECKPOINT=FILE uses another model. It runs in the active environment (python3 on PATH) when
+# napari-rgmp is installed there, and installs nothing; otherwise in $(VENV), created when missing.
+# VENV=DIR (on the command line) always uses that environment.
+DEMO_ARGS = $(if $(filter 1 yes true,$(HEADLESS)),--headless) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+demo:
+	@if [ "$(origin VENV)" != "command line" ] && python3 -c "import importlib.metadata as m; m.version('napari-rgmp')" 2>/dev/null; then \
+		echo "make demo: napari-rgmp is installed in the active environment ($$(command -v python3)): using it"; \
+		python3 scripts/demo.py $(DEMO_ARGS); \
+	else \
+		$(MAKE) --no-print-directory venv VENV="$(VENV)" && $(PY) scripts/demo.py $(DEMO_ARGS); \
+	fi
 
 # Memory and consistency on a long run (not part of `make test`, which runs a 200-frame version): 5000
 # synthetic frames propagated with the output on disk, anonymous memory drift under 50 MB, and the

@@ -1,8 +1,9 @@
 """The one checkpoint picker of both docks.
 
 A combo box of the checkpoints the registry offers (the bundled default, those added in this
-session, the user model folder) by file name, a last "Browse..." entry, and a line describing the
-chosen one. Descriptions are read in a worker thread (a checkpoint's weights are hashed) and
+session, the user model folder) by file name, a last "Browse..." entry, and one line describing the
+chosen one (encoder, validation score, working size) with its whole description on demand
+("details", and the line's tooltip). Descriptions are read in a worker thread (a checkpoint's weights are hashed) and
 cached per file version, so choosing a model never blocks the viewer. A browsed file is listed
 here at once and offered to the other docks (added to the registry) once it reads as a checkpoint.
 """
@@ -14,13 +15,54 @@ from pathlib import Path
 from typing import Any
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QVBoxLayout, QWidget
+from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtGui import QResizeEvent
+from qtpy.QtWidgets import (
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget,
+)
+
+from .workers import DockWorkers, quit_worker
 
 BROWSE = "Browse..."
 CHECKPOINT_FILTER = "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
 READING = "reading the checkpoint..."
 NO_MODEL = "no model yet: Browse... for a checkpoint (napari-rgmp's own or the authors' weights.pth)"
+NO_MODEL_LINE = "no model yet: Browse..."
+
+
+HINT_WIDTH = 200  # px: the width an ElidedLabel asks for at most
+
+
+class ElidedLabel(QLabel):
+    """One line that ends in "…" when it is wider than the label (never widens its dock);
+    ``text()`` is the whole line."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setText(text)
+
+    def text(self) -> str:  # the whole line, not the shortened one on screen
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = str(text)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(self.width(), 24))
+        super().setText(shown)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(24, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # the text never decides the dock's width
+        return QSize(min(self.fontMetrics().horizontalAdvance(self._full) + 4, HINT_WIDTH), super().sizeHint().height())
 
 
 class CheckpointPicker(QWidget):
@@ -39,17 +81,29 @@ class CheckpointPicker(QWidget):
         self._pending: set[str] = set()  # paths being described by a worker
         self._current: str | None = None
         self._shown: Any = None  # the Description on display
+        self.workers = DockWorkers(stop=quit_worker)  # descriptions being read: awaited, their result dropped
         self.combo = QComboBox()
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.combo.setMinimumContentsLength(12)
-        self.info_label = QLabel()
-        self.info_label.setWordWrap(True)
-        self.info_label.setToolTip("what the chosen model is: its encoder, what it was trained on, its validation "
-                                   "score and the size it works at")
+        self.info_label = ElidedLabel()  # one line; the whole description in details_label
+        self.info_label.setToolTip("what the chosen model is: its encoder, validation score and working size")
+        self.details_button = QToolButton(text="details", checkable=True)
+        self.details_button.setToolTip("show what the model was trained on, all its validation scores and its file")
+        self.details_label = QLabel()
+        self.details_label.setWordWrap(True)
+        self.details_label.setVisible(False)
+        self.details_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        line = QHBoxLayout()
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(self.info_label, 1)
+        line.addWidget(self.details_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addWidget(self.combo)
-        layout.addWidget(self.info_label)
+        layout.addLayout(line)
+        layout.addWidget(self.details_label)
+        self.details_button.toggled.connect(self.details_label.setVisible)
         self.combo.activated.connect(self._on_activated)
         self.combo.currentIndexChanged.connect(self._on_index_changed)
         registry.changed.connect(self.refresh)
@@ -132,16 +186,17 @@ class CheckpointPicker(QWidget):
 
         if path is None:
             self._shown = None
-            self.info_label.setText(NO_MODEL)
+            self._set_text(NO_MODEL_LINE, NO_MODEL)
+            self.info_label.setToolTip(NO_MODEL)
             return
         known = cached_description(path)
         if known is not None:
             self._show(known)
             return
-        self.info_label.setText(READING)
+        self._set_text(READING, READING)
         if path not in self._pending:
             self._pending.add(path)
-            worker = create_worker(describe_checkpoint, path, _start_thread=False)
+            worker = self.workers.track(create_worker(describe_checkpoint, path, _start_thread=False))
             worker.returned.connect(self._on_described)
             worker.start()
 
@@ -157,9 +212,13 @@ class CheckpointPicker(QWidget):
         except RuntimeError:  # the picker was deleted while the worker read the file
             pass
 
+    def _set_text(self, line: str, details: str) -> None:
+        self.info_label.setText(line)
+        self.details_label.setText(details)
+
     def _show(self, description: Any) -> None:
-        lines = description.text.splitlines() or [""]
-        self.info_label.setText(description.text if description.ok else f"not usable: {lines[0]}")
+        details = f"{description.text}\n{description.path}" if description.ok else description.text
+        self._set_text(description.line, details)
         self.info_label.setToolTip(description.details if description.ok else description.text)
         if description != self._shown:
             self._shown = description

@@ -72,6 +72,13 @@ class Description:
             return self.path
         return f"{self.path}\n{self.info.describe()}\ntrained on: {_trained_on(self.info)}"
 
+    @property
+    def line(self) -> str:
+        """One line for the dock: :func:`model_line`, or "not usable: <reason>"."""
+        if self.info is None:
+            return f"not usable: {(self.text.splitlines() or [''])[0]}"
+        return model_line(self.info)
+
 
 def encoder_name(backbone: str) -> str:
     """"resnet18" -> "ResNet-18", "efficientnet_lite0" -> "EfficientNet-Lite0"."""
@@ -112,6 +119,26 @@ def _validation(info: Any) -> str:
     if isinstance(best, dict) and isinstance(best.get("jf"), (int, float)):
         return f"{float(best['jf']):.2f} at iteration {best.get('iteration')}"
     return "none recorded"
+
+
+def _first_score(info: Any) -> str:
+    scores = info.metadata.get("validation")
+    if isinstance(scores, dict):
+        for value in scores.values():
+            if isinstance(value, (int, float)):
+                return f"J&F {float(value):.2f}"
+    best = info.metadata.get("best_validation")
+    if isinstance(best, dict) and isinstance(best.get("jf"), (int, float)):
+        return f"J&F {float(best['jf']):.2f}"
+    return "no J&F recorded"
+
+
+def model_line(info: Any) -> str:
+    """A model (a CheckpointInfo) in one short line: encoder, first validation J&F, working size,
+    e.g. "EfficientNet-Lite0 · J&F 0.72 · 384 px" (all of it: :func:`model_summary`)."""
+    source = " · fine-tuned" if info.metadata.get("base_checkpoint") else ""
+    size = f"{info.working_size} px" if info.working_size else "full size"
+    return f"{encoder_name(info.config.backbone)}{source} · {_first_score(info)} · {size}"
 
 
 def model_summary(info: Any) -> str:

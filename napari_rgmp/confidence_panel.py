@@ -71,7 +71,7 @@ class ConfidencePanel(QWidget):
         self.lost_label.setVisible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot, 1)  # the plot takes the room the dock gives the panel
         layout.addWidget(self.lost_label)
         self._timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
         self._timer.timeout.connect(self.redraw)

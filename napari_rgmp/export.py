@@ -16,6 +16,8 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
+from .workers import DockWorkers
+
 KINDS = ("tiff", "ctc")
 
 
@@ -71,6 +73,7 @@ class ExportPanel(QWidget):
         super().__init__()
         self.provider = provider
         self.worker: Any = None
+        self.workers = DockWorkers()  # awaited when the dock closes (an export is never cut short)
         self.tiff_button = QPushButton("Export label TIFF...")
         self.ctc_button = QPushButton("Export CTC result...")
         self.tiff_button.setToolTip("save the output layer as one label TIFF (every frame, the ids as they are)")
@@ -105,7 +108,7 @@ class ExportPanel(QWidget):
         except ValueError as error:
             show_error(str(error))
             return
-        worker = create_worker(run_export, ExportJob(kind, str(target), source), _start_thread=False)
+        worker = self.workers.track(create_worker(run_export, ExportJob(kind, str(target), source), _start_thread=False))
         worker.returned.connect(lambda failure: show_error(failure) if failure else show_info(f"RGMP: labels exported to {target}"))
         worker.finished.connect(self._finished)
         self.worker = worker

@@ -1,11 +1,17 @@
-"""napari reader and writer contributions for the files this plugin reads and writes.
+"""napari reader and writer contributions, and opening label files as Labels layers on request.
 
-Reader (File > Open, drag and drop):
-- a folder of DAVIS palette PNGs (``Annotations/480p/<seq>``) or of other label images -> one
-  Labels layer (T, H, W) with the ids of the files; a folder of frames (``JPEGImages/480p/<seq>``,
-  PNG or TIFF frames) -> one image stack;
-- a label TIFF (integer ids; see :func:`rgmp_model.io.label_io.looks_like_label_image`) or a palette
-  PNG -> a Labels layer. Other TIFFs and PNGs are left to napari's own reader (None is returned).
+napari asks a reader only for the file names its manifest patterns match (npe2 matches the name
+alone, never the content), and offers a choice (File > Open's reader dialog) whenever two readers
+match a path. So the reader claims only names that say "labels" (:data:`LABEL_FILE_PATTERNS`,
+also in ``napari.yaml``): an ordinary photo, TIFF stack or folder of frames reaches napari's own
+reader alone, exactly as without this plugin.
+
+Reader (File > Open, drag and drop) for those names: a label image (an integer TIFF, see
+:func:`rgmp_model.io.label_io.looks_like_label_image`, or a palette PNG) -> a Labels layer with its
+ids; anything else -> napari's own reader, so choosing napari-rgmp never fails.
+Any other label file or folder (a DAVIS annotation ``00000.png``, ``Annotations/480p/<seq>``):
+:func:`read_labels` (File > IO Utilities > Open labels..., or the Propagate dock's "open..."
+button, see :mod:`napari_rgmp.open_labels`).
 Writer (File > Save Selected Layers): a Labels layer to a label TIFF stack (``.tif``), or to DAVIS
 palette PNGs (``.png``: one file for a 2-D layer, a folder named like the file, with
 ``00000.png``..., for a stack).
@@ -19,12 +25,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 LayerData = tuple[Any, dict[str, Any], str]
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
-
-def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+# The reader's filename_patterns in napari.yaml (tests/test_file_io.py keeps both equal): names
+# that say labels (label, mask: Cell Tracking Challenge results and cellpose's *_masks, annotation,
+# truth, man_seg / man_track: CTC ground truth) and `rgmp propagate`'s default output (*_rgmp.tif).
+LABEL_FILE_PATTERNS: tuple[str, ...] = tuple(
+    f"{stem}{suffix}"
+    for stem in ("*label*", "*mask*", "*annotation*", "*truth*", "man_seg*", "man_track*", "*_rgmp")
+    for suffix in (".tif", ".tiff", ".png")
+)
 
 
 def _is_palette_png(path: Path) -> bool:
@@ -41,9 +50,9 @@ def _is_label_file(path: Path) -> bool:
     from rgmp_model.io.label_io import looks_like_label_image, open_label_stack
     from rgmp_model.io.stack_io import read_image
 
-    if _is_palette_png(path):
-        return True
     try:
+        if _is_palette_png(path):
+            return True
         if path.suffix.lower() in (".tif", ".tiff"):
             first = np.asarray(open_label_stack(path)[0])  # integer stacks only (else ValueError)
         elif path.suffix.lower() == ".png":
@@ -55,46 +64,36 @@ def _is_label_file(path: Path) -> bool:
         return False
 
 
+def _napari_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
+    """napari's own reader for ``path``: what napari does without this plugin."""
+    from napari_builtins.io import napari_get_reader
+
+    return napari_get_reader(path)
+
+
 def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
-    """npe2 reader: a callable for the paths this plugin understands, None for the others."""
-    if not isinstance(path, (str, Path)):
-        return None  # several paths at once: left to napari
-    p = Path(path)
-    if p.is_dir():
-        files = _frame_files(p)
-        if not files or len({f.suffix.lower() for f in files}) > 1:
-            return None
-        return _read_label_folder if _is_label_file(files[0]) else _read_frame_folder
-    if p.is_file() and _is_label_file(p):
+    """npe2 reader (called for the names of :data:`LABEL_FILE_PATTERNS`): a label file -> a Labels
+    layer; anything else -> napari's own reader (never refused: choosing this reader in napari's
+    dialog, or remembering that choice, always opens the file)."""
+    if isinstance(path, (str, Path)) and Path(path).is_file() and _is_label_file(Path(path)):
         return _read_label_file
-    return None
+    return _napari_reader([str(p) for p in path] if not isinstance(path, (str, Path)) else str(path))
 
 
-def _name(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
-def _read_label_folder(path: Any) -> list[LayerData]:
-    from rgmp_model.io.label_io import open_label_stack
-
-    p = Path(path)
-    return [(np.asarray(open_label_stack(p)), {"name": f"{_name(p)} labels"}, "labels")]
-
-
-def _read_label_file(path: Any) -> list[LayerData]:
+def read_labels(path: str | Path) -> LayerData:
+    """A label image, label stack (TIFF, zarr) or folder of label images (DAVIS palette PNGs) ->
+    Labels layer data ``(ids, {"name": ...}, "labels")``, ids (H, W) for one image, else (T, H, W).
+    ValueError / FileNotFoundError saying what the file holds instead."""
     from rgmp_model.io.label_io import open_label_stack
 
     p = Path(path)
     data = np.asarray(open_label_stack(p))
-    return [(data[0] if len(data) == 1 else data, {"name": _name(p)}, "labels")]
+    name = f"{p.name} labels" if p.is_dir() else p.stem
+    return (data[0] if len(data) == 1 and not p.is_dir() else data), {"name": name}, "labels"
 
 
-def _read_frame_folder(path: Any) -> list[LayerData]:
-    from rgmp_model.io.stack_io import open_image_stack
-
-    p = Path(path)
-    data = np.asarray(open_image_stack(p))
-    return [(data, {"name": _name(p), "rgb": data.ndim == 4 and data.shape[-1] in (3, 4)}, "image")]
+def _read_label_file(path: Any) -> list[LayerData]:
+    return [read_labels(path)]
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

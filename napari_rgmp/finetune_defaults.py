@@ -1,7 +1,7 @@
 """The Fine-tune dock's defaults: where the new checkpoint goes (the user model folder that
-``rgmp models`` lists and both docks offer), its name (from the image layer and the date), where
-the run's training folder is kept (the cache folder beside it), the warning for training on the
-plugin's own output, and the tooltips of the controls."""
+``rgmp models`` lists and both docks offer), its name (from the image layer and the date), the
+warning for training on the plugin's own output, and the tooltips of the controls. The run's
+training folder is :func:`training.run_folders.finetune_run_folder` (as for ``rgmp-train finetune``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import datetime
 import math
 import re
 from pathlib import Path
+
+from training.run_folders import numbered
 
 OWN_OUTPUT_WARNING = ("Labels layer '{name}' is propagated output: training on the model's own output teaches "
                       "it its own mistakes. Correct its frames first, or choose the Labels layer you painted")
@@ -20,14 +22,6 @@ def file_stem(name: str) -> str:
     return stem[:80] or "rgmp"
 
 
-def numbered(path: Path) -> Path:
-    """``path``, or ``<stem>-2<suffix>``, ``-3``, ... : the first that does not exist."""
-    candidate, number = path, 2
-    while candidate.exists():
-        candidate, number = path.with_name(f"{path.stem}-{number}{path.suffix}"), number + 1
-    return candidate
-
-
 def default_output(image_name: str | None, folder: Path | None = None, today: datetime.date | None = None) -> Path:
     """``<image layer>-finetuned-<YYYY-MM-DD>.pt`` in the user model folder (``folder``; default
     :func:`rgmp_model.nn.models.user_models_dir`), numbered so that no existing file is proposed."""
@@ -36,20 +30,6 @@ def default_output(image_name: str | None, folder: Path | None = None, today: da
     folder = Path(folder) if folder is not None else user_models_dir()
     day = (today or datetime.date.today()).isoformat()
     return numbered(folder / f"{file_stem(image_name or 'rgmp')}-finetuned-{day}.pt")
-
-
-def finetune_cache_dir() -> Path:
-    """``finetune/`` beside the user model folder (``~/.cache/napari-rgmp/finetune`` on Linux), as
-    the Propagate dock's large outputs go to ``outputs/`` there."""
-    from rgmp_model.nn.models import user_models_dir
-
-    return user_models_dir().parent / "finetune"
-
-
-def work_folder(out: Path) -> Path:
-    """The training folder of a run writing ``out``: ``finetune/<out's name>`` in the cache, numbered
-    so that an earlier run's folder is never reused."""
-    return numbered(finetune_cache_dir() / Path(out).stem)
 
 
 def checked_learning_rate(text: str) -> float:

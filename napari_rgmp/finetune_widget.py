@@ -6,7 +6,7 @@ loss) comes back through a Qt signal; Stop, closing the widget or closing the vi
 after the current iteration (the checkpoint is still written). The labels choice never defaults to
 a layer the Propagate dock produced (and warns when one is chosen); the new checkpoint goes to the
 user model folder as ``<image>-finetuned-<date>.pt`` and the run's training folder to the cache
-(:mod:`.finetune_defaults`). torch and ``training`` are imported only when needed, so importing
+(:mod:`training.run_folders`). torch and ``training`` are imported only when needed, so importing
 this module is cheap.
 """
 
@@ -23,26 +23,26 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer, Signal
-from qtpy.QtGui import QCloseEvent, QDoubleValidator
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QComboBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
 from rgmp_model.inference.labels import labelled_frames
+from training.run_folders import finetune_run_folder
 
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
-from .finetune_defaults import (
-    OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output, work_folder,
-)
+from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
 from .finetune_job import LabelSnapshot, error_message, run_finetune
 from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
 from .plots import LinePlot
-from .scroll_dock import ScrollDock
+from .scroll_dock import ScrollDock, row
+from .workers import DockWorkers
 
 if TYPE_CHECKING:
     import napari
@@ -60,15 +60,6 @@ class ProgressRelay(QObject):
     progressed = Signal(int, int, float)
 
 
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for i, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if i == 0 else 0)
-    return row
-
-
 def _note() -> QLabel:
     label = QLabel()
     label.setWordWrap(True)
@@ -83,6 +74,7 @@ class FinetuneWidget(ScrollDock):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
+        self.workers = DockWorkers()  # this dock's fine-tuning runs: stopped by stop(), then awaited
         self.pbar: progress | None = None
         self._stop_event = threading.Event()
         self._output_edited = False
@@ -98,8 +90,8 @@ class FinetuneWidget(ScrollDock):
         self._build()
 
         stop = self._stop_event
-        # A run stops when the widget goes: deleted by Qt (its viewer closed), garbage-collected,
-        # closed, or taken out of its dock (see event()).
+        # A run stops when the widget goes: its dock or viewer closed (ScrollDock: stopped and
+        # awaited), or deleted by Qt or garbage-collected without either.
         self.destroyed.connect(lambda *_: stop.set())
         weakref.finalize(self, stop.set)
         self.viewer.dims.events.point.connect(self._on_point)
@@ -143,7 +135,7 @@ class FinetuneWidget(ScrollDock):
             (self.axis_label, self.axis_combo), (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
             ("learning rate", self.learning_rate),
             ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
-            ("output", _row(self.output_path, self.output_button)),
+            ("output", row(self.output_path, self.output_button)),
         ]:
             if label is None:
                 form.addRow(field)
@@ -151,7 +143,7 @@ class FinetuneWidget(ScrollDock):
                 form.addRow(label, field)
         layout = QVBoxLayout(self.body)
         layout.addLayout(form)
-        for widget in (_row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
+        for widget in (row(self.run_button, self.stop_button), self.status_label, self.loss_plot):
             layout.addWidget(widget)
         layout.addStretch(1)
         self._inputs: list[QWidget] = [
@@ -296,7 +288,7 @@ class FinetuneWidget(ScrollDock):
         options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
                    "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
         return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
-                "options": options, "work": str(work_folder(out))}
+                "options": options, "work": str(finetune_run_folder(out))}
 
     def run(self) -> Any:
         """Check the inputs and start the fine-tuning worker; returns it (None when refused)."""
@@ -316,12 +308,12 @@ class FinetuneWidget(ScrollDock):
             relay.progressed.emit(iteration, total, loss)
 
         worker_box: list[Any] = []
-        worker = create_worker(
+        worker = self.workers.track(create_worker(
             run_finetune, **request, on_progress=on_progress,
             should_stop=lambda: stop.is_set() or any(w.abort_requested for w in worker_box),
             _start_thread=False,
             _connect={"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished},
-        )
+        ))
         worker_box.append(worker)
         self.worker = worker
         self._last_progress = None
@@ -380,12 +372,10 @@ class FinetuneWidget(ScrollDock):
         self._set_running(False)
         self._refresh_output()
 
-    def closeEvent(self, event: QCloseEvent) -> None:
-        self.stop()
-        super().closeEvent(event)
+    def worker_groups(self) -> list[DockWorkers]:
+        return [self.workers, self.picker.workers]
 
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.stop()  # napari took the widget out of its dock: the panel was closed
-        return super().event(event)
+    def stop_workers(self) -> None:
+        self.stop()  # the run ends after its iteration, the checkpoint is still written
+        super().stop_workers()
 

@@ -7,10 +7,17 @@ notifications.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from rgmp_model.io.hyperstack import STACK_AXES
+
+# The stack axes' names when the viewer has none of its own (napari names sliders "0", "-3", ...):
+# the files' rule (rgmp_model.io.hyperstack): one stack axis is time, two are time then z.
+STACK_AXIS_NAMES = {"T": "time", "Z": "z"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,29 @@ class StackSelection:
         for axis, position in self.fixed:
             index[axis] = int(position)
         return tuple(index)
+
+
+class OneFrameLabels:
+    """(T, H, W) labels of a stack along ``frames.selection`` holding a 2-D Labels layer's data on
+    frame ``frame`` and nothing elsewhere (the layer is read when that frame is)."""
+
+    def __init__(self, data: Any, frame: int, frames: "LayerFrames") -> None:
+        if not 0 <= int(frame) < len(frames):
+            raise ValueError(f"frame {frame} is outside the stack of {len(frames)} frames")
+        self.data = data
+        self.frame = int(frame)
+        self.selection = frames.selection
+        self.shape = (len(frames), *(int(n) for n in data.shape))
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if not 0 <= int(t) < self.shape[0]:
+            raise IndexError(f"frame {t} is outside a stack of {self.shape[0]} frames")
+        return np.asarray(self.data) if int(t) == self.frame else np.zeros(self.shape[1:], self.dtype)
 
 
 class LayerFrames:
@@ -70,19 +100,27 @@ def viewer_axis(viewer: Any, layer: Any, axis: int) -> int:
     return int(axis) + max(int(viewer.dims.ndim) - ndim, 0)
 
 
+def axis_name(viewer: Any, layer: Any, axis: int) -> str:
+    """The name of ``axis`` of ``layer``: the viewer's for its slider (``viewer.dims.axis_labels``)
+    when one was given, else by :data:`STACK_AXIS_NAMES` ("time", then "z"; "axis N" beyond)."""
+    labels = list(viewer.dims.axis_labels)
+    dim = viewer_axis(viewer, layer, axis)
+    label = str(labels[dim]) if dim < len(labels) else ""
+    if label and not re.fullmatch(r"-?\d+", label):
+        return label
+    axes = stack_axes(layer)
+    position = axes.index(axis) if axis in axes else len(STACK_AXES)
+    letter = STACK_AXES[position] if position < len(STACK_AXES) else ""
+    return STACK_AXIS_NAMES.get(letter, f"axis {axis}")
+
+
 def axis_choices(viewer: Any, layer: Any) -> list[tuple[str, int]]:
-    """(text, axis) for each axis a stack of ``layer`` can run along; the text is the viewer's
-    name for that slider (``viewer.dims.axis_labels``) and the number of frames, e.g. "t (40 frames)"."""
+    """(text, axis) for each axis a stack of ``layer`` can run along: its name (:func:`axis_name`)
+    and its number of frames, e.g. "time, 40 frames"."""
     if layer is None:
         return []
-    labels = list(viewer.dims.axis_labels)
     shape = tuple(int(n) for n in _layer_data(layer).shape)
-    choices = []
-    for axis in stack_axes(layer):
-        dim = viewer_axis(viewer, layer, axis)
-        name = str(labels[dim]) if dim < len(labels) else str(axis)
-        choices.append((f"{name} ({shape[axis]} frames)", axis))
-    return choices
+    return [(f"{axis_name(viewer, layer, axis)}, {shape[axis]} frames", axis) for axis in stack_axes(layer)]
 
 
 def image_frames(layer: Any, axis: int = 0, current_step: Sequence[int] = ()) -> LayerFrames:
@@ -106,12 +144,19 @@ def image_frames(layer: Any, axis: int = 0, current_step: Sequence[int] = ()) ->
     return LayerFrames(data, StackSelection(ndim, axis, fixed))
 
 
-def labels_frames(layer: Any, frames: LayerFrames, image_name: str = "the image") -> LayerFrames:
-    """The frames of a Labels layer matching ``frames`` (same selection, same size)."""
+def labels_frames(layer: Any, frames: LayerFrames, image_name: str = "the image",
+                  frame: int | None = None) -> LayerFrames | OneFrameLabels:
+    """The frames of a Labels layer matching ``frames`` (same selection, same size). With
+    ``frame``, a 2-D layer of one frame's size is the labels of that frame (a keyframe)."""
     if layer is None:
         raise ValueError("choose a Labels layer: paint the objects on a frame of a Labels layer first")
     data = _layer_data(layer)
     expected = tuple(frames.data.shape[: frames.selection.ndim])
+    one_frame = data.ndim == 2 and tuple(data.shape) == tuple(frames.shape[1:3])
+    if one_frame and frame is not None:
+        if np.dtype(data.dtype).kind not in "uib":
+            raise ValueError(f"Labels layer '{layer.name}' holds {data.dtype} values: labels must be integers")
+        return OneFrameLabels(data, frame, frames)
     if tuple(data.shape) != expected:
         raise ValueError(
             f"Labels layer '{layer.name}' has shape {tuple(data.shape)} but {image_name} is {expected} "

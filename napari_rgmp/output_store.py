@@ -69,21 +69,25 @@ def discard_store(event: Any) -> None:
 
 
 def prepare_output_layer(viewer: Any, source: Any, chosen: Any, frames: Any, policy: OutputPolicy,
-                         new_layer_text: str) -> Any:
+                         new_layer_text: str, image: Any = None) -> Any:
     """The chosen output layer, or a "<labels> propagated" one (reused when it fits, else new, on
     disk above the budget), with the frames of the stack about to be propagated cleared; the layer
-    is marked as propagated output (:func:`is_propagated`)."""
+    is marked as propagated output (:func:`is_propagated`). The output has the image's shape
+    without colour channels (``frames``' layer); a 2-D ``source`` (one frame's labels) takes the
+    ``image`` layer's scale and translation."""
+    shape = tuple(int(n) for n in frames.data.shape[: frames.selection.ndim])
     if chosen is not None:
-        if chosen.data.shape != source.data.shape:
+        if tuple(chosen.data.shape) != shape:
             raise ValueError(f"output layer '{chosen.name}' has shape {chosen.data.shape}, "
-                             f"not {source.data.shape}: choose {new_layer_text}")
+                             f"not {shape}: choose {new_layer_text}")
         layer = chosen
     else:
         name = f"{source.name}{PROPAGATED_SUFFIX}"
         layer = viewer.layers[name] if name in viewer.layers else None
-        if layer is None or layer.data.shape != source.data.shape:
-            data, store = new_output_data(source.data.shape, np.result_type(source.data.dtype, np.uint16), policy)
-            layer = viewer.add_labels(data, name=name, scale=source.scale, translate=source.translate,
+        if layer is None or tuple(layer.data.shape) != shape:
+            data, store = new_output_data(shape, np.result_type(source.data.dtype, np.uint16), policy)
+            placed = source if source.ndim == len(shape) or image is None else image
+            layer = viewer.add_labels(data, name=name, scale=placed.scale, translate=placed.translate,
                                       metadata={STORE_KEY: str(store)} if store else {})
             viewer.layers.events.removed.connect(discard_store)
     layer.metadata = {**layer.metadata, PROPAGATED_KEY: True}

@@ -7,10 +7,16 @@ TIPS: dict[str, str] = {
     "axis_combo": "the slider the frames run along (named as in the viewer); the other sliders stay at the "
                   "viewer's position",
     "labels_combo": "the Labels layer with the objects painted on one or more frames: every frame holding "
-                    "labels is a keyframe. It is never modified",
+                    "labels is a keyframe; a 2-D layer (one frame's labels) is the keyframe of the frame shown when "
+                    "it was chosen. It is never modified",
+    "open_labels_button": "open labels you already have as a new Labels layer: a label image or stack (a DAVIS "
+                          "annotation such as 00000.png, a label TIFF) or a folder of label images",
+    "flat_frame_button": "a 2-D Labels layer holds one frame's labels: make it the keyframe of the frame the viewer "
+                         "shows now",
     "boxes_combo": "instead of painted labels: a Shapes layer with one rectangle per object on the keyframe; "
                    "the network turns each box into a mask",
     "keyframes_label": "the frames holding labels (or boxes): propagation starts from each of them",
+    "status_label": "what the run is doing, and how the last run ended",
     "direction_combo": "both: from every keyframe forward and backward to the next keyframe; forward / backward: "
                        "one direction only",
     "device_combo": "where the network runs: auto picks a GPU (CUDA or Apple MPS) when there is one, else the CPU",
@@ -28,7 +34,6 @@ TIPS: dict[str, str] = {
                     "of the same shape (its frames of this stack are overwritten)",
     "run_button": "propagate the labels through the whole stack (the viewer stays usable while it runs)",
     "cancel_button": "stop after the current frame; the frames done stay in the output layer",
-    "status_label": "how the last run ended",
     "least_button": "show the propagated frame with the lowest confidence: the first one to check",
     "keyframe_button": "after correcting the shown frame of the output layer with the brush: propagate again "
                        "from it, up to the neighbouring keyframes only",

@@ -1,13 +1,14 @@
 """The "Propagate labels" dock widget.
 
-Pick an image stack and a Labels layer (every frame holding labels is a keyframe), or a Shapes
+Pick an image stack and a Labels layer (every frame holding labels is a keyframe; a 2-D layer,
+e.g. one DAVIS annotation, is the keyframe of the frame shown when it was chosen), or a Shapes
 layer with one rectangle per object, and press Run. The work runs in a napari thread worker:
 the viewer stays responsive, the dock's progress bar shows frames done, frames/s and the time
 left, the viewer follows the frame being written ("follow progress", on by default), and the output
 Labels layer "<labels> propagated" and the confidence plot fill frame by frame. Choosing a stack
 moves the viewer to its (first) keyframe. The input layers are never modified.
 
-Correction loop: edit a frame of the output layer, press "Use this frame as a keyframe": the
+Correction loop: edit a frame of the output layer, press "Use frame as keyframe": the
 frames between it and the neighbouring keyframes are propagated again from it, nothing else. The
 widget keeps one library session per (image, model, options) between Runs and corrections, so
 the keyframes that did not change are not encoded again.
@@ -24,30 +25,23 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from rgmp_model.inference.labels import labelled_frames
 from rgmp_model.inference.options import MULTISCALE, PropagationOptions
 
 from . import layers as layer_tools
-from .checkpoint_picker import CheckpointPicker
 from .checkpoints import file_key
-from .devices import available_devices
-from .confidence_panel import ConfidencePanel
-from .export import ExportPanel, ExportSource
-from .layer_combo import LayerCombo
+from .export import ExportSource
+from .open_labels import open_chosen_labels
 from .output_store import OutputPolicy, prepare_output_layer
-from .progress_panel import ProgressPanel
+from .propagate_controls import NEW_LAYER, PropagateControls
 from .propagate_job import JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
-from .propagate_tips import TIPS
-from .scroll_dock import ScrollDock
-from .working_size import WorkingSizeSpin
+from .workers import DockWorkers, quit_worker
 
-NEW_LAYER = "(new layer)"
-NO_BOXES = "(use the labels)"
+STARTING = "starting: loading the model..."
 
 
-class PropagateWidget(ScrollDock):
+class PropagateWidget(PropagateControls):
     """Dock widget: propagate a Labels layer (or boxes) through an image stack with RGMP."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -60,65 +54,19 @@ class PropagateWidget(ScrollDock):
         self._inputs_key: tuple[str, str, int] | None = None
         self._stack: tuple[Any, Any] | None = None  # (frames, labels) of the running job
         self.output_policy = OutputPolicy()  # outputs above its budget (2 GiB) go to a zarr store on disk
+        self.workers = DockWorkers(stop=quit_worker)  # the propagations this dock started (export, model: their own)
+        self.flat_frame: int | None = None  # the frame a 2-D Labels layer belongs to (see _update_inputs)
         self._build()
+        self._connect()
         self.destroyed.connect(self.job.abandon)
         self._on_model_changed()
         self._update_inputs()
 
-    # ---------------------------------------------------------------------------------- layout
-    def _build(self) -> None:
-        form = QFormLayout()
-        self.image_combo = LayerCombo(self.viewer, napari.layers.Image)
-        self.axis_combo = QComboBox()
-        self.labels_combo = LayerCombo(self.viewer, napari.layers.Labels)
-        self.boxes_combo = LayerCombo(self.viewer, napari.layers.Shapes, none_text=NO_BOXES)
-        self.keyframes_label = QLabel()
-        self.keyframes_label.setWordWrap(True)
-        self.direction_combo = QComboBox()
-        self.direction_combo.addItems(["both", "forward", "backward"])
-        self.picker = CheckpointPicker("RGMP checkpoint")
-        self.checkpoint_combo, self.checkpoint_info = self.picker.combo, self.picker.info_label
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
-        self.max_size_spin = WorkingSizeSpin()  # the model's working size until the user sets one
-        self.multiscale_check = QCheckBox("average scales 0.5, 0.75, 1")
-        self.region_combo = QComboBox()  # region mode: one full-resolution crop per object
-        self.region_combo.addItems(["auto", "on", "off"])
-        self.split_check = QCheckBox("daughter cells get new ids")
+    def _connect(self) -> None:
+        self.open_file_action.triggered.connect(lambda *_: self._open_labels(folder=False))
+        self.open_folder_action.triggered.connect(lambda *_: self._open_labels(folder=True))
+        self.flat_frame_button.clicked.connect(self.use_frame_shown_for_flat_labels)
         self.region_combo.currentTextChanged.connect(lambda text: self.split_check.setEnabled(text != "off"))
-        self.output_combo = LayerCombo(self.viewer, napari.layers.Labels, none_text=NEW_LAYER)
-        for label, widget in (("image", self.image_combo), ("propagate along axis", self.axis_combo),
-                              ("labels", self.labels_combo), ("start from boxes", self.boxes_combo),
-                              ("keyframes", self.keyframes_label), ("direction", self.direction_combo),
-                              ("model", self.picker),
-                              ("device", self.device_combo), ("working size (px)", self.max_size_spin),
-                              ("multi-scale", self.multiscale_check), ("region mode", self.region_combo),
-                              ("divisions", self.split_check), ("output", self.output_combo)):
-            form.addRow(label, widget)
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        self.progress_panel = ProgressPanel()
-        self.confidence_panel = ConfidencePanel()
-        self.plot = self.confidence_panel.plot
-        self.least_button = QPushButton("Go to least confident frame")
-        self.keyframe_button = QPushButton("Use this frame as a keyframe")
-        self.export_panel = ExportPanel(self.export_source)
-        layout = QVBoxLayout(self.body)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_panel)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.confidence_panel)
-        layout.addWidget(self.least_button)
-        layout.addWidget(self.keyframe_button)
-        layout.addWidget(self.export_panel)
-        layout.addStretch(1)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.least_button.clicked.connect(self.go_to_least_confident)
@@ -126,13 +74,20 @@ class PropagateWidget(ScrollDock):
         self.confidence_panel.clicked.connect(self.go_to_frame)
         self.progress_panel.show_frame.connect(self.go_to_frame)
         self.viewer.dims.events.axis_labels.connect(self._update_inputs)
-        for name, tip in TIPS.items():
-            getattr(self, name).setToolTip(tip)
         self.picker.changed.connect(self._on_model_changed)
         self.picker.described.connect(self.max_size_spin.show_model)
         for combo in (self.image_combo, self.labels_combo, self.axis_combo, self.boxes_combo):
             combo.currentIndexChanged.connect(self._update_inputs)
         self._enable_after_run(False)
+
+    def worker_groups(self) -> list[DockWorkers]:
+        return [self.workers, self.export_panel.workers, self.picker.workers]
+
+    def _open_labels(self, folder: bool) -> None:
+        """The "open..." button: a label file or folder as a new Labels layer, chosen here."""
+        layer = open_chosen_labels(self.viewer, folder, self)
+        if layer is not None:
+            self.labels_combo.set_layer(layer.name)
 
     # ---------------------------------------------------------------------------------- inputs
     def _update_inputs(self, *_: Any) -> None:
@@ -157,6 +112,7 @@ class PropagateWidget(ScrollDock):
         if chosen:  # corrections belong to one image, labels and axis
             self.sessions.forget()
             self._inputs_key = inputs
+            self.flat_frame = self.current_frame() if labels is not None and labels.ndim == 2 else None
         try:
             frames, label_frames = self._inputs()
             if self.boxes_combo.layer() is not None:
@@ -167,12 +123,22 @@ class PropagateWidget(ScrollDock):
             self._show_keyframes()
         except ValueError as error:
             self.keyframes = []
+            self.flat_frame_button.setVisible(False)
             self.keyframes_label.setText(str(error).split(":")[0])
         if chosen and self.keyframes and self.worker is None and self.current_frame() not in self.keyframes:
             self.go_to_frame(self.keyframes[0])  # a new stack: show the frame that holds the labels
 
+    def use_frame_shown_for_flat_labels(self, *_: Any) -> None:
+        """A 2-D Labels layer becomes the keyframe of the frame the viewer shows now."""
+        self.flat_frame = self.current_frame()
+        self._update_inputs()
+
     def _show_keyframes(self) -> None:
         text = ", ".join(str(t) for t in self.keyframes) or "none: paint labels on a frame"
+        flat = self.flat_frame is not None and self.boxes_combo.layer() is None
+        self.flat_frame_button.setVisible(flat)
+        if flat:
+            text = f"frame {self.flat_frame} (2-D labels: the frame shown when chosen)"
         if self.boxes_combo.layer() is not None and self.keyframes:
             text = "boxes on " + text
         if self.corrections:
@@ -197,7 +163,8 @@ class PropagateWidget(ScrollDock):
         image = self.image_combo.layer()
         offset = self._viewer_axis() - self.axis
         frames = layer_tools.image_frames(image, self.axis, self.viewer.dims.current_step[offset:])
-        labels = layer_tools.labels_frames(self.labels_combo.layer(), frames, f"Image layer '{self.image_combo.currentText()}'")
+        labels = layer_tools.labels_frames(self.labels_combo.layer(), frames,
+                                           f"Image layer '{self.image_combo.currentText()}'", self.flat_frame)
         return frames, labels
 
     @property
@@ -265,7 +232,7 @@ class PropagateWidget(ScrollDock):
         except (ValueError, FileNotFoundError) as error:
             show_error(str(error))
             return
-        worker = create_worker(propagate_job, job, self.sessions, _start_thread=False)
+        worker = self.workers.track(create_worker(propagate_job, job, self.sessions, _start_thread=False))
         worker.yielded.connect(self._on_result)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
@@ -273,7 +240,7 @@ class PropagateWidget(ScrollDock):
         self.run_button.setEnabled(False)
         self.keyframe_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.progress_panel.start()
+        self.progress_panel.start(STARTING)
         self._done = 0
         self._failed = False
         QTimer.singleShot(0, worker.start)  # after run() returns: a slot connected to .worker sees every result
@@ -302,7 +269,7 @@ class PropagateWidget(ScrollDock):
             self.confidence_panel.clear()
         self.job.progress = progress(total=0, desc="RGMP propagation")
         self._stack = (frames, labels)
-        self.status_label.setText("starting...")
+        self.status_label.setText(STARTING)
         self._total = 0
         return PropagationJob(key, checkpoint, frames, options, keyframes, boxes,
                               None if from_keyframe is None else (from_keyframe,))
@@ -310,7 +277,7 @@ class PropagateWidget(ScrollDock):
     def _prepare_output(self, frames: Any, labels: Any) -> None:
         """The chosen output layer, or a new "<labels> propagated" one; the stack's frames cleared."""
         self.output_layer = prepare_output_layer(self.viewer, self.labels_combo.layer(), self.output_combo.layer(),
-                                                 frames, self.output_policy, NEW_LAYER)
+                                                 frames, self.output_policy, NEW_LAYER, self.image_combo.layer())
 
     def export_source(self) -> ExportSource:
         """What the export buttons write: the output layer, its propagated stack, the divisions."""
@@ -328,12 +295,15 @@ class PropagateWidget(ScrollDock):
     def _on_result(self, result: JobResult) -> None:
         """Write one frame. State first: refreshing the layer or the progress bar may process
         pending events, including the worker's ``finished``."""
+        if self._closed:  # the dock or viewer is closing (its canvas may be gone): no frame is written
+            return
         frames, _ = self._stack
         t = result.frame
         self.confidence_panel.add(t, result.confidence)
         self._done += 1
         self._total = result.total  # the session's count for this job
-        self.progress_panel.advance(self._done, self._total)
+        text = self.progress_panel.advance(self._done, self._total)
+        self.status_label.setText(f"running: frame {t} written ({text.split(',')[0]})")
         rate = self.progress_panel.rate(self._done)
         bar = self.job.progress
         self.output_layer.data[frames.selection.index(t)] = result.labels

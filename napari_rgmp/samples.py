@@ -10,7 +10,9 @@ score a propagation against the ground truth::
     seq = sample_microscopy_sequence()  # seq.frames (T, H, W) uint16, seq.labels (T, H, W)
 
 The sample functions (named in ``napari.yaml``) return napari layer data tuples
-``(data, kwargs, layer_type)``. Nothing is generated at import time.
+``(data, kwargs, layer_type)`` and, in a running viewer, fit its view to the data once napari has
+added them (napari fits the view only to a viewer's first layer). Nothing is generated at import
+time.
 """
 
 from __future__ import annotations
@@ -64,8 +66,24 @@ def first_frame_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def fit_view_once_added() -> None:
+    """In a running napari, fit the current viewer's view to its layers once the pending events
+    (napari adding the sample's layers) are done; nothing without a viewer."""
+    import sys
+
+    if "napari" not in sys.modules:
+        return
+    import napari
+    from qtpy.QtCore import QTimer
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        QTimer.singleShot(0, viewer.reset_view)
+
+
 def synthetic_video_sample() -> list[LayerDataTuple]:
     """napari sample: an RGB clip (Image layer) and its frame-0 ground truth (Labels layer)."""
+    fit_view_once_added()
     seq = sample_video_sequence()
     image = (seq.frames, {"name": "synthetic video", "rgb": True}, "image")
     labels = (first_frame_labels(seq.labels), {"name": "synthetic video labels"}, "labels")
@@ -75,6 +93,7 @@ def synthetic_video_sample() -> list[LayerDataTuple]:
 def synthetic_microscopy_sample() -> list[LayerDataTuple]:
     """napari sample: a uint16 fluorescence time-lapse (Image layer, contrast limits from
     percentiles) and its frame-0 ground truth (Labels layer)."""
+    fit_view_once_added()
     seq = sample_microscopy_sequence()
     lo, hi = (float(v) for v in np.percentile(seq.frames, MICROSCOPY_CONTRAST_PERCENTILES))
     if hi <= lo:

@@ -57,13 +57,14 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         help="score predicted labels against ground truth (DAVIS protocol: J, F, J&F)",
         description="PRED and GT: label TIFF stacks (one sequence each), sequence folders of label "
         "images, folders of sequence folders, or DAVIS roots (Annotations/<resolution>/<seq>). "
-        "Sequences are matched by name. J = IoU, F = boundary F-measure (tolerance "
+        "The sequences in PRED are scored, each against the ground truth of the same name (one "
+        "sequence against one: whatever their names; the table names it after PRED). J = IoU, F = boundary F-measure (tolerance "
         "ceil(0.008 x diagonal) px); first and last frames excluded; statistics per object, "
         "averaged over objects.",
     )
     p.add_argument("pred", type=Path)
     p.add_argument("gt", type=Path)
-    p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
+    p.add_argument("--sequences", nargs="+", default=None, help="only these sequences (default: all in PRED)")
     p.add_argument("--resolution", default="480p", help="resolution folder of a DAVIS root (default 480p)")
     p.add_argument("--csv", type=Path, default=None, help="also write per-object statistics as CSV")
     p.set_defaults(run=_run_evaluate)
@@ -101,17 +102,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     gt = find_sequences(args.gt, args.resolution)
     pred = find_sequences(args.pred, args.resolution)
     if len(gt) == 1 and len(pred) == 1:  # two single sequences: compare them whatever their names
-        pred = {next(iter(gt)): next(iter(pred.values()))}
-    names = list(args.sequences) if args.sequences else sorted(gt)
-    unknown = [n for n in names if n not in gt]
-    if unknown:
-        raise ValueError(f"no ground truth for {', '.join(unknown)} in {args.gt}")
+        gt = {next(iter(pred)): next(iter(gt.values()))}  # named from the prediction
+    names = list(args.sequences) if args.sequences else sorted(pred)  # the sequences predicted
     missing = [n for n in names if n not in pred]
     if missing:
-        raise ValueError(
-            f"{args.pred} has no predictions for {', '.join(missing)}: propagate them first, or "
-            f"restrict the evaluation with --sequences"
-        )
+        raise ValueError(f"{args.pred} has no predictions for {', '.join(missing)}: propagate them first, or "
+                         f"leave them out of --sequences")
+    unknown = [n for n in names if n not in gt]
+    if unknown:
+        raise ValueError(f"no ground truth for {', '.join(unknown)} in {args.gt} (its sequences: "
+                         f"{', '.join(sorted(gt)[:8])}{', ...' if len(gt) > 8 else ''}): name the prediction "
+                         "like its ground truth, or choose the sequences with --sequences")
     scores = []
     for name in names:
         predicted, truth = open_label_stack(pred[name]), open_label_stack(gt[name])

@@ -257,9 +257,10 @@ def run_propagate(args: argparse.Namespace) -> int:
                     print(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
                           f"working size {width}x{height}")
                     writer = open_writer(out, kind, view, dtype)
-                    bar = tqdm(total=0, unit="frame", desc="propagating")
-                bar.total += session.total_frames()
-                bar.refresh()
+                    bar = tqdm(total=session.total_frames(), unit="frame", desc="propagating")  # never an empty bar
+                else:
+                    bar.total += session.total_frames()
+                    bar.refresh()
                 for t, labels, _ in session.propagate():
                     writer[view.out_index(i, t)] = labels
                     done += 1

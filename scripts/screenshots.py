@@ -2,19 +2,20 @@
 
     make screenshots            # runs this under xvfb: xvfb-run -a python scripts/screenshots.py docs/images
 
-Steps, as a first-time user would take them:
-  1. open the "Synthetic video clip (first-frame labels)" sample, dock "Propagate labels"
-     (from the plugin's manifest)                                   -> propagate-before.png
-  2. dock "Fine-tune", fine-tune a light model on the one labelled frame
+Steps, as a first-time user would take them, in a 1280x800 window:
+  1. open the "Synthetic video clip (first-frame labels)" sample, dock "Propagate labels" and
+     "Fine-tune" (from the plugin's manifest: the second becomes a tab beside the first)
+                                                                    -> propagate-before.png
+  2. in the Fine-tune tab, fine-tune a light model on the one labelled frame
      (the bundled default model when there is one, else a new ResNet-18 network) -> finetune-after.png
   3. propagate with the fine-tuned model, go to the least confident frame -> propagate-after.png
   4. correct that frame (the sample's ground truth stands in for the user's brush strokes) and
-     press "Use this frame as a keyframe"                             -> propagate-corrected.png
+     press "Use frame as keyframe"                                    -> propagate-corrected.png
 
-Each picture is the window at the xvfb screen's size with the view fitted to the clip again (a
-dock opening narrows the canvas and used to cut the clip), the canvas rendered at its real size
-and pasted in (a window grab can hold a stale, stretched canvas), and the clip's aspect on the
-canvas checked against the data's: a cut or squashed picture is an error.
+Each picture is the 1280x800 window as the docks left it (they fit the view to the clip when they
+open), the canvas rendered at its real size and pasted in (a window grab can hold a stale,
+stretched canvas), the clip's aspect on the canvas checked against the data's (a cut or squashed
+picture is an error), and the dock shown without scrolling (its scroll bar at 0 range).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from qtpy.QtCore import QPoint
 from qtpy.QtGui import QImage, QPainter
 from qtpy.QtWidgets import QApplication
 
-WINDOW = (1600, 1000)  # the xvfb screen of `make screenshots`
+WINDOW = (1280, 800)  # the xvfb screen of `make screenshots`: a laptop screen
 ASPECT_TOLERANCE = 0.03
 
 
@@ -63,13 +64,14 @@ def content_aspect(canvas: np.ndarray) -> float:
     return (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1)
 
 
-def save(viewer, path: Path, data_aspect: float) -> None:
-    """The window as it is, its canvas rendered now at its real size; refuses a squashed clip."""
+def save(viewer, path: Path, data_aspect: float, dock=None) -> None:
+    """The window as it is, its canvas rendered now at its real size; refuses a squashed or cut
+    clip, and a ``dock`` that would need scrolling."""
     window = viewer.window._qt_window
-    window.resize(*WINDOW)  # the docks scroll: the window never needs to grow past the screen
+    window.resize(*WINDOW)
     settle(viewer, 0.3)
-    viewer.reset_view()  # the canvas narrowed when a dock opened: fit the whole clip again
-    settle(viewer, 0.3)
+    if dock is not None and dock.scroll.verticalScrollBar().maximum() > 0:
+        raise RuntimeError(f"{path.name}: the {type(dock).__name__} needs scrolling at {WINDOW[0]}x{WINDOW[1]}")
     canvas = viewer.screenshot(canvas_only=True, flash=False)
     aspect = content_aspect(canvas)
     if abs(aspect / data_aspect - 1) > ASPECT_TOLERANCE:
@@ -116,11 +118,13 @@ def main() -> None:
     height, width = viewer.layers["synthetic video"].data.shape[1:3]
     aspect = width / height
     propagate_dock, propagate = viewer.window.add_plugin_dock_widget("napari-rgmp", "Propagate labels")
-    settle(viewer)
-    save(viewer, args.out / "propagate-before.png", aspect)
+    finetune_dock, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")  # a tab
+    settle(viewer, 1.0)  # the new tab is raised once it has joined the first
+    propagate_dock.raise_()
+    settle(viewer, 1.0)
+    save(viewer, args.out / "propagate-before.png", aspect, propagate)
 
-    propagate_dock.hide()  # one dock at a time: each picture shows its whole dock
-    finetune_dock, finetune = viewer.window.add_plugin_dock_widget("napari-rgmp", "Fine-tune")
+    finetune_dock.raise_()
     finetune.set_base_checkpoint(base)
     if args.iterations is not None:
         finetune.iterations.setValue(args.iterations)
@@ -132,10 +136,9 @@ def main() -> None:
     finetune.run()
     wait_for(finetune)
     settle(viewer)
-    save(viewer, args.out / "finetune-after.png", aspect)
+    save(viewer, args.out / "finetune-after.png", aspect, finetune)
 
-    finetune_dock.hide()
-    propagate_dock.show()
+    propagate_dock.raise_()
     propagate.set_checkpoint(work / "synthetic-video-finetuned.pt")
     propagate.device_combo.setCurrentText("cpu")
     propagate.run()
@@ -143,7 +146,7 @@ def main() -> None:
     propagate.go_to_least_confident()
     viewer.window._qt_window.raise_()
     settle(viewer, 1.0)
-    save(viewer, args.out / "propagate-after.png", aspect)
+    save(viewer, args.out / "propagate-after.png", aspect, propagate)
 
     frame = propagate.least_confident_frame()
     output = propagate.output_layer
@@ -153,7 +156,7 @@ def main() -> None:
     wait_for(propagate)
     propagate.go_to_frame(frame)  # the viewer followed the run: back to the corrected frame
     settle(viewer, 1.0)
-    save(viewer, args.out / "propagate-corrected.png", aspect)
+    save(viewer, args.out / "propagate-corrected.png", aspect, propagate)
     print(f"screenshots in {args.out}: " + ", ".join(sorted(p.name for p in args.out.glob("*.png"))))
     viewer.close()
     sys.exit(0)

@@ -172,3 +172,42 @@ def test_models_lists_every_file_even_when_one_fails_in_an_unexpected_way(tmp_pa
         assert f"{folder / name}\n" in out
     assert out.count("DAMAGED") == 3 and out.count("... ok") == 2 + (models.bundled_checkpoint() is not None)
     assert "b_odd.pt is not a usable napari-rgmp checkpoint (internal failure deep in a reader)" in out
+
+
+def test_evaluate_scores_the_predicted_sequences_named_from_the_prediction(tmp_path, davis, capsys) -> None:
+    import dataclasses
+    import shutil
+
+    from rgmp_model.io.label_io import write_palette_png
+
+    shared, sequence = davis
+    root = shutil.copytree(shared, tmp_path / "DAVIS")
+    other = synthetic_video(num_frames=5, height=64, width=80, num_objects=1, seed=8)
+    save_davis_layout(dataclasses.replace(other, name="other-clip"), root)  # GT: two sequences, PRED: one
+    results = tmp_path / "results" / sequence.name
+    results.mkdir(parents=True)
+    for t, labels in enumerate(sequence.labels):
+        write_palette_png(results / f"{t:05d}.png", labels)
+    assert main(["evaluate", str(tmp_path / "results"), str(root)]) == 0
+    table = capsys.readouterr().out
+    assert sequence.name in table and "other-clip" not in table
+    # one sequence against one, whatever the names: the table names it after the prediction
+    tifffile.imwrite(tmp_path / "my-clip.tif", sequence.labels)
+    tifffile.imwrite(tmp_path / "truth.tif", sequence.labels)
+    assert main(["evaluate", str(tmp_path / "my-clip.tif"), str(tmp_path / "truth.tif")]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any(row.split()[0] == "my-clip" for row in rows if row.strip()) and "truth" not in " ".join(rows)
+    # a predicted sequence without ground truth is named
+    tifffile.imwrite(tmp_path / "results" / "unknown.tif", sequence.labels)
+    assert main(["evaluate", str(tmp_path / "results"), str(root)]) == 2
+    assert "no ground truth for unknown" in capsys.readouterr().err
+
+
+def test_propagate_prints_no_empty_progress_bar(tmp_path, checkpoint, davis, capsys) -> None:
+    root, sequence = davis
+    name = sequence.name
+    assert main(["propagate", str(root / "JPEGImages" / "480p" / name),
+                 "--labels", str(root / "Annotations" / "480p" / name / "00000.png"),
+                 "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out.tif"), "--direction", "forward"]) == 0
+    err = capsys.readouterr().err
+    assert "propagating" in err and "0frame" not in err and "/5 " in err.replace("[", " ")

@@ -56,3 +56,24 @@ def test_demo_opens_on_the_keyframe(make_napari_viewer, tiny_checkpoint):
     assert widget.keyframes == [0]
     assert viewer.dims.current_step[0] == 0
     assert widget.progress_panel.follows  # the run will be followed frame by frame
+
+
+def test_make_demo_uses_the_active_environment_and_installs_nothing(tmp_path):
+    """`make demo` where napari-rgmp is installed in the active environment (this test's python):
+    it runs there, and no .venv is made. The Makefile runs in a copy with a stand-in demo.py."""
+    import importlib.metadata
+    import shutil
+
+    importlib.metadata.version("napari-rgmp")  # installed in this environment (make test's .venv)
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "demo.py").write_text("import sys\nprint('demo ran in', sys.prefix, sys.argv[1:])\n")
+    bin_dir = Path(sys.executable).parent  # python3 on PATH is this environment's, as when it is activated
+    assert (bin_dir / "python3").exists()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(["make", "demo", "HEADLESS=1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "napari-rgmp is installed in the active environment" in result.stdout
+    assert f"demo ran in {sys.prefix} ['--headless']" in result.stdout
+    assert not (tmp_path / ".venv").exists() and "pip" not in result.stdout

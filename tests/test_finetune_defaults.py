@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_rgmp.finetune_defaults import finetune_cache_dir
+from training.run_folders import finetune_runs_dir
 from napari_rgmp.finetune_job import OUT_OF_MEMORY
 from napari_rgmp.layers import image_frames
 from napari_rgmp.output_store import OutputPolicy, is_propagated, prepare_output_layer
@@ -93,7 +93,7 @@ def test_run_saves_fp16_in_the_model_folder_and_keeps_the_log_in_the_cache(make_
     state = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
     assert out.parent == user_models_dir() and out.resolve() in registry.paths()
-    work = finetune_cache_dir() / out.stem
+    work = finetune_runs_dir() / out.stem
     assert (work / "train_log.csv").is_file() and not (work / "checkpoints").exists()
     assert not (work / "model.pt").exists()  # only the fp16 copy, in the model folder
     assert str(work) in widget.status_label.text() and str(out) in widget.status_label.text()
@@ -118,5 +118,5 @@ def test_out_of_memory_says_what_to_try_and_leaves_no_output(make_widget, qtbot,
     assert "base checkpoint is unchanged" in shown[0] and "data.crop_size" not in shown[0]
     assert hashlib.sha256(base.read_bytes()).hexdigest() == before
     assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))  # nothing half-written
-    assert not (finetune_cache_dir() / "adapted" / "checkpoints").exists()
+    assert not (finetune_runs_dir() / "adapted" / "checkpoints").exists()
     assert widget.run_button.isEnabled() and widget.status_label.text().startswith("failed: " + OUT_OF_MEMORY)

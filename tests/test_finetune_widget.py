@@ -134,7 +134,7 @@ def test_stop_ends_the_run_early_and_still_saves(make_widget, qtbot, base, tmp_p
     iterations = read_checkpoint_info(out).metadata["iterations"]
     assert 1 <= iterations < 30
     assert len(widget.loss_plot) == iterations
-    assert any("stopped after" in message for message in notes())
+    assert any("stopped after" in message for message in notes()), notes()
 
 
 def test_closing_the_viewer_stops_the_worker(make_widget, qtbot, base, tmp_path):
@@ -162,7 +162,7 @@ def test_closing_the_panel_stops_the_run(make_widget, qtbot, base, tmp_path, not
     viewer.window.remove_dock_widget(widget)  # what the panel's close button does
     wait_done(qtbot, widget)
     assert read_checkpoint_info(out).metadata["iterations"] < 30
-    assert any("stopped after" in message for message in notes())
+    assert any("stopped after" in message for message in notes()), notes()
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -28,6 +28,8 @@ EXPECTED_COMMANDS = {
     "napari-rgmp.sample_video": "napari_rgmp.samples:synthetic_video_sample",
     "napari-rgmp.sample_microscopy": "napari_rgmp.samples:synthetic_microscopy_sample",
     "napari-rgmp.get_reader": "napari_rgmp.file_io:get_reader",
+    "napari-rgmp.open_label_file": "napari_rgmp.open_labels:open_label_file",
+    "napari-rgmp.open_label_folder": "napari_rgmp.open_labels:open_label_folder",
     "napari-rgmp.write_labels_tiff": "napari_rgmp.file_io:write_labels_tiff",
     "napari-rgmp.write_labels_png": "napari_rgmp.file_io:write_labels_png",
 }
@@ -51,7 +53,7 @@ def _check_manifest(mf) -> None:
         "synthetic_video": "napari-rgmp.sample_video",
         "synthetic_microscopy": "napari-rgmp.sample_microscopy",
     }
-    assert [(r.command, r.accepts_directories) for r in contrib.readers] == [("napari-rgmp.get_reader", True)]
+    assert [(r.command, r.accepts_directories) for r in contrib.readers] == [("napari-rgmp.get_reader", False)]
     assert {w.command: tuple(w.filename_extensions) for w in contrib.writers} == {
         "napari-rgmp.write_labels_tiff": (".tif", ".tiff"), "napari-rgmp.write_labels_png": (".png",)}
 

@@ -148,12 +148,11 @@ def test_four_dimensional_stack_along_a_chosen_axis(make_napari_viewer, qtbot, c
     viewer.window.add_dock_widget(widget)
     widget.set_checkpoint(checkpoint)
     widget.device_combo.setCurrentText("cpu")
-    # the viewer's slider names (viewer.dims.axis_labels) and the frames along each axis
-    names = viewer.dims.axis_labels
+    # named as the files' rule names them (time, then z) until the viewer's sliders have names
     assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == [
-        f"{names[0]} (8 frames)", f"{names[1]} (2 frames)"]
+        "time, 8 frames", "z, 2 frames"]
     viewer.dims.axis_labels = ("t", "z", "y", "x")
-    assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == ["t (8 frames)", "z (2 frames)"]
+    assert [widget.axis_combo.itemText(i) for i in range(widget.axis_combo.count())] == ["t, 8 frames", "z, 2 frames"]
     assert [widget.axis_combo.itemData(i) for i in range(widget.axis_combo.count())] == [0, 1]
     widget.axis_combo.setCurrentIndex(widget.axis_combo.findData(0))
     run_and_wait(qtbot, widget)
@@ -285,3 +284,42 @@ def test_a_correction_reuses_the_kept_session_and_encodes_only_the_corrected_key
     run_and_wait(qtbot, widget)
     assert widget.session is not session and widget.session.keyframes == (0, 4, 7)
     assert widget.session.scales == (0.5, 0.75, 1.0)
+
+
+def test_a_two_dimensional_labels_layer_is_the_keyframe_of_the_frame_shown(make_napari_viewer, qtbot, checkpoint,
+                                                                          sequence, tmp_path) -> None:
+    """One DAVIS annotation (00000.png opened as labels: a 2-D layer) is the keyframe of the frame
+    the viewer showed when it was chosen; the dock says which; "use frame shown" moves it; a
+    correction keeps it where it is."""
+    from napari_rgmp.open_labels import add_labels
+    from rgmp_model.io.label_io import write_palette_png
+
+    write_palette_png(tmp_path / "00003.png", sequence.labels[3])
+    viewer = make_napari_viewer()
+    viewer.add_image(sequence.frames, name="clip", rgb=True)
+    viewer.dims.set_current_step(0, 3)
+    annotation = add_labels(viewer, tmp_path / "00003.png")
+    assert annotation.data.shape == (H, W)
+    widget = PropagateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(checkpoint)
+    widget.device_combo.setCurrentText("cpu")
+    assert widget.keyframes == [3] and widget.keyframes_label.text().startswith("frame 3 ")
+    assert widget.flat_frame_button.isVisibleTo(widget)
+    run_and_wait(qtbot, widget)
+    output = viewer.layers["00003 propagated"]
+    assert output.data.shape == (8, H, W)  # the image's frames, not the 2-D layer's shape
+    expected = engine_output(checkpoint, sequence.frames, {3: sequence.labels[3]})
+    for t in range(8):
+        np.testing.assert_array_equal(output.data[t], expected[t])
+    np.testing.assert_array_equal(annotation.data, sequence.labels[3])  # the input is untouched
+    # a correction on frame 6 (the viewer followed the run elsewhere): the 2-D keyframe stays on 3
+    output.data[6] = sequence.labels[6]
+    viewer.dims.set_current_step(0, 6)
+    run_and_wait(qtbot, widget, widget.use_current_frame_as_keyframe)
+    assert widget.flat_frame == 3 and widget.keyframes == [3]
+    np.testing.assert_array_equal(output.data[3], sequence.labels[3])
+    # the user moves to frame 0 and says the annotation belongs there
+    viewer.dims.set_current_step(0, 0)
+    widget.flat_frame_button.click()
+    assert widget.keyframes == [0] and widget.keyframes_label.text().startswith("frame 0 ")

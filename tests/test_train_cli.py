@@ -246,3 +246,36 @@ def test_a_folder_problem_is_a_message_with_exit_code_1(tmp_path, capsys) -> Non
     err = capsys.readouterr().err
     assert err.startswith(f"rgmp-train pretrain: error: {blocker}") and "Not a directory" in err
     assert not INTERNAL.search(err), err
+
+
+def test_finetune_refuses_an_existing_out_and_keeps_its_run_where_the_dock_keeps_its_own(files, checkpoint, tmp_path,
+                                                                                         capsys) -> None:
+    from training.run_folders import finetune_runs_dir
+
+    out = tmp_path / "cli-adapted.pt"
+    argv = ["finetune", "--images", str(files["images"]), "--labels", str(files["png"]), "--base", str(checkpoint),
+            "--out", str(out), *FAST]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    run = finetune_runs_dir() / "cli-adapted"  # the Fine-tune dock's folder (user cache), not ./runs/finetune
+    assert f"run folder: {run}" in printed and run.is_dir() and any(run.iterdir())
+    written = _digest(out)
+    assert main(argv) == 2
+    assert f"--out {out} exists: choose another file, or add --overwrite to replace it" in capsys.readouterr().err
+    assert _digest(out) == written and not (finetune_runs_dir() / "cli-adapted-2").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert f"run folder: {finetune_runs_dir() / 'cli-adapted-2'}" in capsys.readouterr().out  # a new folder
+    assert main([*argv, "--overwrite", f"output_dir={tmp_path / 'mine'}"]) == 0  # a folder the user chose
+    assert f"run folder: {tmp_path / 'mine'}" in capsys.readouterr().out and any((tmp_path / "mine").iterdir())
+
+
+def test_finetune_show_config_shows_what_applies_to_the_base(checkpoint, tmp_path, capsys) -> None:
+    from training.run_folders import finetune_runs_dir
+
+    assert main(["finetune", "--base", str(checkpoint), "--out", str(tmp_path / "shown.pt"), "--show-config"]) == 0
+    printed = capsys.readouterr().out
+    settings = yaml.safe_load(printed)
+    assert "the network is the base's: resnet18, decoder 8 channels, working size full size" in printed
+    assert "backbone" not in settings.get("model", {}) and "sources" not in settings["data"]
+    assert "validation" not in settings and "clip_length" not in settings["data"]
+    assert settings["output_dir"] == str(finetune_runs_dir() / "shown") and not (tmp_path / "shown.pt").exists()

@@ -3,7 +3,7 @@
     rgmp-train pretrain [--config NAME|FILE] [--init CKPT] [key=value ...]
     rgmp-train video    [--config NAME|FILE] [--init CKPT] [key=value ...]
     rgmp-train finetune --images STACK --labels LABELS [--reference-frame N] --base CKPT|default --out CKPT
-                        [--config NAME|FILE] [key=value ...]
+                        [--overwrite] [--config NAME|FILE] [key=value ...]
     torchrun --nproc_per_node=4 -m training.cli video --config default_video
 """
 
@@ -31,7 +31,8 @@ _STAGES = {
     "finetune": "adapt a checkpoint to a user's stack from its labelled frames",
 }
 _OVERRIDES = ("settings that replace the config's, e.g. optim.lr=1e-5 data.batch_size=8 output_dir=runs/x "
-              "(sections: model, data, optim, schedule, validation)")
+              "(sections: model, data, optim, schedule, validation). finetune keeps its run folder (log, config, "
+              "loss plot) in the user cache, as the napari Fine-tune dock does, unless output_dir= is given")
 
 
 def _config_help(stage: str) -> str:
@@ -85,7 +86,9 @@ def _add_finetune_options(p: argparse.ArgumentParser) -> None:
                    help="the channel to train on, for images with channels other than 1 or 3 (RGB)")
     p.add_argument("--base", default=None, metavar="CKPT|default",
                    help="checkpoint to start from; 'default': the bundled model")
-    p.add_argument("--out", type=Path, default=None, metavar="CKPT", help="path of the new checkpoint")
+    p.add_argument("--out", type=Path, default=None, metavar="CKPT",
+                   help="path of the new checkpoint (an existing file is refused without --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace an existing file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +128,63 @@ def resolve_default_model(config: TrainConfig) -> TrainConfig:
     )
 
 
+def _gives_output_dir(found: object, overrides: Sequence[str]) -> bool:
+    """Whether the user chose the run folder: an ``output_dir=`` override, or their own config
+    file naming one (a bundled config's output_dir is only a default)."""
+    import yaml
+
+    from .config import bundled_configs
+
+    if any(o.split("=", 1)[0].strip() == "output_dir" for o in overrides):
+        return True
+    if any(str(found) == str(bundled) for bundled in bundled_configs().values()):
+        return False
+    values = yaml.safe_load(found.read_text(encoding="utf-8")) or {}  # type: ignore[attr-defined]
+    return isinstance(values, dict) and "output_dir" in values
+
+
+def _finetune_folder(config: TrainConfig, chosen_folder: bool) -> TrainConfig:
+    """The run folder of ``rgmp-train finetune``: the cache's, as the Fine-tune dock's
+    (:func:`training.run_folders.finetune_run_folder`), unless the user chose one."""
+    from .run_folders import finetune_run_folder
+
+    if chosen_folder or config.finetune.out is None:
+        return config
+    return dataclasses.replace(config, output_dir=str(finetune_run_folder(config.finetune.out)))
+
+
+def _check_new_out(config: TrainConfig, overwrite: bool) -> None:
+    """A fine-tuning run never replaces an existing checkpoint unless asked to (after the config's
+    own checks, before any work)."""
+    from .finetune import check_finetune_config
+
+    check_finetune_config(config)
+    out = Path(str(config.finetune.out))
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out} exists: choose another file, or add --overwrite to replace it")
+
+
+def _show_finetune_config(config: TrainConfig, found: object) -> None:
+    """The settings a fine-tuning run uses: the base checkpoint's network, not the config's."""
+    import yaml
+
+    from rgmp_model.nn.checkpoint import read_checkpoint_info
+
+    from .finetune import applicable_settings
+
+    print(f"# config: {found}")
+    base = config.finetune.base
+    if base is None:
+        print("# base: not set (--base FILE, or --base default for the bundled model)")
+    else:
+        info = read_checkpoint_info(base)
+        size = f"{info.working_size} px" if info.working_size else "full size"
+        print(f"# base: {base}\n#   the network is the base's: {info.config.backbone}, decoder "
+              f"{info.config.decoder_channels} channels, working size {size} (model.backbone, data.sources and "
+              "validation do not apply)")
+    print(yaml.safe_dump(applicable_settings(config), sort_keys=False), end="")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .config import find_config, load_config
 
@@ -136,15 +196,22 @@ def _run(args: argparse.Namespace) -> int:
             overrides.append(f"finetune.{name}={getattr(args, name)}")
     found = find_config(args.config)
     config = resolve_default_model(load_config(found, [*overrides, f"stage={args.stage}"]))
+    if config.stage == "finetune":
+        config = _finetune_folder(config, _gives_output_dir(found, args.overrides))
     if args.show_config:
         import yaml
 
+        if config.stage == "finetune":
+            _show_finetune_config(config, found)
+            return 0
         print(f"# config: {found}")
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     if config.stage == "finetune":
         from .finetune import StackChoice, finetune_from_config
 
+        _check_new_out(config, args.overwrite)
+        print(f"run folder: {config.output_dir} (log, config, loss plot)", flush=True)
         choice = StackChoice(args.reference_frame, args.at, args.axis, args.axes, args.channel)
         path = finetune_from_config(config, choice)
     else:
@@ -154,6 +221,8 @@ def _run(args: argparse.Namespace) -> int:
         dataset, objective, validation = build_stage(config)
         path = Trainer(config, dataset, objective, validation_sequences=validation).fit()
     print(f"checkpoint: {path}")
+    if config.stage == "finetune":
+        print(f"run folder: {config.output_dir}")
     return 0
 
 

@@ -66,6 +66,16 @@ def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def applicable_settings(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as a nested dict without the keys that cannot apply to fine-tuning
+    (:data:`NOT_FOR_FINETUNING`; the network is the base checkpoint's), for ``--show-config``."""
+    tree = config.to_dict()
+    for key in NOT_FOR_FINETUNING:
+        section, name = key.split(".")
+        tree.get(section, {}).pop(name, None)
+    return {key: value for key, value in tree.items() if value != {}}
+
+
 def check_finetune_config(config: TrainConfig) -> None:
     """Raise ValueError, naming the key, for a config that fine-tuning cannot run as given."""
     if config.stage != "finetune":
