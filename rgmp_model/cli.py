@@ -1,5 +1,5 @@
-"""The ``rgmp`` command line: ``rgmp propagate`` (in :mod:`rgmp_model.cli_propagate`), ``rgmp evaluate``
-and ``rgmp models``."""
+"""The ``rgmp`` command line: ``rgmp propagate`` (in :mod:`rgmp_model.cli_propagate`), ``rgmp batch``
+(in :mod:`rgmp_model.cli_batch`), ``rgmp evaluate`` and ``rgmp models``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Sequence
 
 from rgmp_model import __version__
 from rgmp_model.cli_errors import exit_code, user_message
+from rgmp_model.cli_batch import add_batch
 from rgmp_model.cli_propagate import add_propagate
 
 _EPILOG = """examples:
@@ -18,6 +19,7 @@ _EPILOG = """examples:
   rgmp propagate cells.tif --labels cells_labels.tif --direction both --out cells_propagated.tif
   rgmp propagate embryo.tif --labels embryo_labels.tif --axis z --out embryo_rgmp.zarr   # TZYX, per t
   rgmp propagate cells.tif --labels cells_labels.tif --format ctc --out 01_RES --region on --split-divisions
+  rgmp batch --images 'plate/*.tif' --labels 'plate/*_labels.tif' --out-dir results/   # many stacks
   rgmp evaluate results/ DAVIS/ --csv scores.csv
   rgmp models                       # bundled and user checkpoints, hashes verified
   rgmp models --add finetuned.pt    # copy a checkpoint into the user model folder
@@ -35,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its message")
     commands = parser.add_subparsers(dest="command", required=True)
     add_propagate(commands)
+    add_batch(commands)
     _add_evaluate(commands)
     _add_models(commands)
     args = parser.parse_args(argv)

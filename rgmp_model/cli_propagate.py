@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,21 @@ def add_propagate(commands: argparse._SubParsersAction) -> None:
                             description=DESCRIPTION)
     p.add_argument("images", type=Path, help="TIFF stack, zarr store, folder of frames, or image")
     p.add_argument("--labels", type=Path, required=True, help="label image, label stack or label hyperstack")
+    add_propagate_options(p)
+    p.set_defaults(run=run_propagate)
+
+
+def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
+    """The options of one propagation (all but IMAGES and --labels); without ``out``, no --out
+    (``rgmp batch`` takes them for all its rows, each row its own output)."""
     p.add_argument("--reference-frame", type=int, default=None, metavar="N",
                    help="frame the label image belongs to (default 0), or the one frame of a label stack to use")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="napari-rgmp checkpoint or the authors' weights.pth (default: the bundled model)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output .tif, .zarr or PNG folder, or with --format ctc a result folder (default: "
-                   "<images name>_rgmp.tif, or <images name>_RES, in the current directory)")
+    if out:
+        p.add_argument("--out", type=Path, default=None,
+                       help="output .tif, .zarr or PNG folder, or with --format ctc a result folder (default: "
+                       "<images name>_rgmp.tif, or <images name>_RES, in the current directory)")
     p.add_argument("--format", choices=("auto", "ctc"), default="auto",
                    help="auto: from OUT's suffix; ctc: the Cell Tracking Challenge layout (mask000.tif ..., "
                    "res_track.txt)")
@@ -80,7 +89,6 @@ def add_propagate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--adapt", type=int, default=0, metavar="N",
                    help="test-time adaptation: first fine-tune a copy of the model on the keyframes for N "
                    "iterations, in memory (the model file is not changed); 0 = off (default)")
-    p.set_defaults(run=run_propagate)
 
 
 def default_checkpoint() -> Path:
@@ -221,10 +229,14 @@ def open_writer(out: Path, kind: str, view: Any, dtype: np.dtype) -> Any:
     return LabelStackWriter(out, view.out_shape, dtype, frame_names=names, axes=view.out_axes)
 
 
-def run_propagate(args: argparse.Namespace) -> int:
+def run_propagate(args: argparse.Namespace, progress: Any = None) -> int:
     """Propagate every stack of IMAGES from its keyframes, writing each frame as it comes. On any
     error or Ctrl-C once the output is open, the frames done are kept in a valid output and the
-    exit code is 1 (130 for Ctrl-C), see :func:`keep_partial_output`."""
+    exit code is 1 (130 for Ctrl-C), see :func:`keep_partial_output`.
+
+    ``progress``: where the frames and the lines this command prints go, a tqdm-like object
+    (``total``, ``update``, ``refresh``, ``write(text, file=...)``, ``close``; ``rgmp batch``'s
+    workers pass their own); None: a tqdm bar on stderr once the model has loaded, lines printed."""
     from tqdm import tqdm
 
     from rgmp_model.inference.labels import ObjectIds
@@ -243,7 +255,8 @@ def run_propagate(args: argparse.Namespace) -> int:
     options = _options(args)
     objects = ObjectIds.from_frames([f for keys in keyframes.values() for f in keys.values()])
     dtype = np.result_type(objects.dtype, np.uint16) if options.split_divisions else objects.dtype  # daughters' ids
-    started, done, writer, session, notes, bar = time.perf_counter(), 0, None, None, 0, None
+    started, done, writer, session, notes, bar = time.perf_counter(), 0, None, None, 0, progress
+    say = print if progress is None else progress.write
     try:
         with warnings.catch_warnings():  # a retry with less memory is printed once, as a note
             warnings.simplefilter("ignore", MemoryRetryWarning)
@@ -254,10 +267,11 @@ def run_propagate(args: argparse.Namespace) -> int:
                     _adapt(session, tqdm)
                 if writer is None:  # once the model has loaded
                     (height, width), info = session.working_size, session.checkpoint
-                    print(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
-                          f"working size {width}x{height}")
+                    say(f"model: {info.path.name} ({info.describe()}) on {session.device}, "
+                        f"working size {width}x{height}", file=sys.stdout)
                     writer = open_writer(out, kind, view, dtype)
-                    bar = tqdm(total=session.total_frames(), unit="frame", desc="propagating")  # never an empty bar
+                if bar is None:  # never an empty bar before the real one
+                    bar = tqdm(total=session.total_frames(), unit="frame", desc="propagating")
                 else:
                     bar.total += session.total_frames()
                     bar.refresh()
@@ -273,7 +287,7 @@ def run_propagate(args: argparse.Namespace) -> int:
         if writer is None or not isinstance(error, Exception | KeyboardInterrupt):
             raise
         return keep_partial_output(error, writer, out, kind, done, bar.total if bar and view.count == 1 else None,
-                                   getattr(args, "debug", False))
+                                   getattr(args, "debug", False), say)
     if bar is not None:
         bar.close()
     if kind == "ctc":
@@ -282,8 +296,8 @@ def run_propagate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     where = f" in {len(keyframes)} {view.along_name} stacks along {view.other_name}" if view.count > 1 else ""
     keys = sum(len(k) for k in keyframes.values())
-    print(f"{done} frames ({keys} keyframe(s), {len(objects)} object(s)){where} in {elapsed:.1f} s "
-          f"({done / elapsed:.2f} frames/s) -> {out}")
+    say(f"{done} frames ({keys} keyframe(s), {len(objects)} object(s)){where} in {elapsed:.1f} s "
+        f"({done / elapsed:.2f} frames/s) -> {out}", file=sys.stdout)
     return 0
 
 
@@ -321,16 +335,17 @@ def _next_step(error: BaseException, out: Path, kind: str) -> str:
 
 
 def keep_partial_output(error: BaseException, writer: Any, out: Path, kind: str, done: int, total: int | None,
-                        debug: bool = False) -> int:
+                        debug: bool = False, say: Callable[..., Any] = print) -> int:
     """After ``error`` (or Ctrl-C) part-way: finalise the output with the ``done`` frames written (a
     TIFF or zarr store that opens, the PNGs written, a CTC folder with res_track.txt), say on stderr
-    what was kept, where and what to do next, and return the exit code (130 Ctrl-C, 1 otherwise).
-    A second Ctrl-C cannot interrupt the finalising. With ``debug`` the error is raised afterwards."""
+    (through ``say(text, file=...)``) what was kept, where and what to do next, and return the exit
+    code (130 Ctrl-C, 1 otherwise). A second Ctrl-C cannot interrupt the finalising. With ``debug``
+    the error is raised afterwards."""
     from rgmp_model.cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, user_message
 
     interrupted = isinstance(error, KeyboardInterrupt)
     lines = [f"rgmp propagate: {'' if interrupted else 'error: '}{user_message(error)}"]
-    with _sigint_ignored():
+    with sigint_ignored():
         try:
             if done == 0:
                 if hasattr(writer, "abort"):
@@ -345,13 +360,13 @@ def keep_partial_output(error: BaseException, writer: Any, out: Path, kind: str,
             lines.append(f"the {done} frames done are on disk in {out}, but finishing the output failed: "
                          f"{user_message(second)}")
     lines.append(_next_step(error, out, kind))
-    print("\n".join(lines), file=sys.stderr)
+    say("\n".join(lines), file=sys.stderr)
     if debug:
         raise error
     return EXIT_INTERRUPTED if interrupted else EXIT_ERROR
 
 
-class _sigint_ignored:
+class sigint_ignored:
     """Ctrl-C ignored inside the block (main thread only; elsewhere a no-op)."""
 
     def __enter__(self) -> None:
