@@ -13,7 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from local_rule_model import LocalRuleModel
 from rgmp_model import BACKBONES, build_rgmp
 from rgmp_model.nn.efficientnet_lite import SameConv2d, pad_zeros
-from rgmp_model.nn.inference import encode, fold_batchnorm, inference_network, object_probability
+from rgmp_model.nn.inference import encode, encode_r5, fold_batchnorm, inference_network, object_probability
 
 
 def randomised(backbone: str, decoder: int = 16) -> nn.Module:
@@ -152,3 +152,82 @@ def test_on_cuda_the_weights_are_cast_once_and_bf16_matches_fp32() -> None:
         p_fp32 = object_probability(full, frame, mask, encode(full, frame, mask).r5)
     assert p_bf16.dtype == torch.float32
     assert float((p_bf16 - p_fp32).abs().mean()) < 0.02
+
+
+def test_graph_buckets_and_the_cpu_runs_eagerly() -> None:
+    from rgmp_model.nn.graphs import GraphCache, bucket
+
+    assert [bucket(n) for n in (1, 3, 5, 17, 40, 128, 129, 300)] == [1, 4, 8, 24, 48, 128, 256, 384]
+    cache = GraphCache(capture_after=0)
+    x = torch.rand(2, 3)
+    for _ in range(3):  # a CPU tensor: always the function itself
+        assert torch.equal(cache("double", lambda t: t * 2, (x,)), x * 2)
+    assert cache.captures == 0 and cache.replays == 0
+    assert inference_network(randomised("resnet18"), "cpu").graphs is None
+
+
+@pytest.mark.gpu
+def test_graph_replay_equals_eager_on_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    network = inference_network(randomised("efficientnet_lite0", 64), "cuda")
+    assert network.graphs is not None
+    frame, mask = (t.cuda() for t in inputs(4, (96, 128)))
+    with torch.inference_mode():
+        reference = encode_r5(network, frame.flip(0), mask.flip(0))
+        graphs, network.graphs = network.graphs, None
+        eager = object_probability(network, frame, mask, reference)
+        network.graphs = graphs
+        replayed = [object_probability(network, frame * 1.0, mask, reference) for _ in range(4)]
+    assert graphs.captures == 1 and graphs.replays >= 1
+    for result in replayed:
+        torch.testing.assert_close(result, eager, rtol=1e-5, atol=1e-6)
+    other = torch.rand_like(frame)  # new inputs into the same graph
+    with torch.inference_mode():
+        network.graphs = None
+        want = object_probability(network, other, mask, reference)
+        network.graphs = graphs
+        torch.testing.assert_close(object_probability(network, other, mask, reference), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("region", ["off", "on"])
+def test_a_session_on_cuda_gives_the_cpus_labels(region: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    import numpy as np
+
+    from rgmp_model import PropagationOptions, open_session
+    from rgmp_model.data.synthetic_fluorescence import synthetic_fluorescence
+
+    seq = synthetic_fluorescence(5, 320, 320, 12, seed=7, dtype="uint16")
+    model = randomised("efficientnet_lite0", 64)
+    results = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")):
+        options = PropagationOptions(device=device, precision=precision, region=region, max_size=0, region_crop_size=64)
+        session = open_session(model, seq.frames, options)
+        session.add_keyframe(0, seq.labels[0])
+        results[device, precision] = [labels for _, labels, _ in session.propagate()]
+    for key in (("cuda", "fp32"), ("cuda", "bf16")):
+        agree = np.mean([np.mean(a == b) for a, b in zip(results["cpu", "fp32"], results[key])])
+        assert agree > (0.999 if key[1] == "fp32" else 0.98), (key, agree)
+
+
+@pytest.mark.gpu
+def test_frames_read_ahead_into_pinned_memory_on_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    import numpy as np
+
+    from rgmp_model.inference.frame_feed import FrameFeed
+    from rgmp_model.inference.frames import FrameStack
+
+    stack = FrameStack(np.random.default_rng(0).integers(0, 4000, (6, 64, 80)).astype(np.uint16))
+    feed = FrameFeed(stack, "cuda")
+    assert feed.threaded
+    feed.expect(range(6))
+    for t in range(6):
+        frame = feed.get(t)
+        assert frame.device.type == "cuda"
+        torch.testing.assert_close(frame.cpu()[0, 0], torch.from_numpy(stack[t][..., 0]))
+    feed.close()

@@ -189,3 +189,28 @@ def test_a_frame_that_fails_to_read_ahead_fails_when_asked_for() -> None:
     with pytest.raises(ValueError, match="frame 2 is damaged"):
         feed.get(2)
     feed.close()
+
+
+def test_masks_cut_from_their_patches_follow_roi_align_on_the_patch() -> None:
+    """A track's previous mask is cut from its patch as an image of its own (region mode's rule)."""
+    rng = np.random.default_rng(6)
+    shape, size = (120, 140), 32
+    labels = torch.zeros(shape, dtype=torch.int32)
+    windows, patches, boxes = [], [], []
+    for k in range(1, 9):
+        t0, l0 = int(rng.integers(0, 80)), int(rng.integers(0, 100))
+        t1, l1 = t0 + int(rng.integers(12, 40)), l0 + int(rng.integers(12, 40))
+        t1, l1 = min(t1, shape[0]), min(l1, shape[1])
+        bt, bl = t0 + int(rng.integers(0, 4)), l0 + int(rng.integers(0, 4))  # the object touches the patch's edges
+        labels[bt:t1, bl:l1] = k
+        patches.append((t0, l0, t1, l1))
+        boxes.append((bt, bl, t1, l1))
+        cy, cx, side = (t0 + t1) / 2 + rng.uniform(-6, 6), (l0 + l1) / 2 + rng.uniform(-6, 6), rng.uniform(20, 70)
+        windows.append((cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2))
+    image = torch.rand(1, *shape)
+    _, masks = cut_windows(image, windows, size, labels, list(range(1, 9)), boxes, patches)
+    for k, ((t0, l0, t1, l1), w) in enumerate(zip(patches, windows)):
+        patch = (labels[t0:t1, l0:l1] == k + 1).float()[None, None]
+        roi = torch.tensor([[0, w[1] - l0, w[0] - t0, w[3] - l0, w[2] - t0]], dtype=torch.float32)
+        torch.testing.assert_close(masks[k], roi_align(patch, roi, (size, size), 1.0, 2, aligned=True)[0, 0],
+                                   rtol=0, atol=1e-5)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rgmp_model.nn.inference import encode, object_probability
+from rgmp_model.nn.inference import encode_r5, object_probability
 from rgmp_model.nn.network import RGMP
 
 PAD_MULTIPLE = RGMP.stride  # the network stride: frames are padded to multiples of it
@@ -154,7 +154,7 @@ class _Propagator:
 
     def _reference_r5(self, frame: Tensor, masks: Tensor) -> Tensor:
         """frame (1, 3, H, W), masks (B, H, W) -> (B, C5, H/32, W/32)."""
-        return torch.cat([encode(self.model, frame, masks[chunk], self.autocast_dtype).r5
+        return torch.cat([encode_r5(self.model, frame, masks[chunk], self.autocast_dtype)
                           for chunk in self._chunks(len(masks))])
 
 

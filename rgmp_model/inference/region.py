@@ -37,7 +37,8 @@ from torch import Tensor
 from rgmp_model.inference.labels import object_boxes
 from rgmp_model.inference.region_crops import cut_windows
 from rgmp_model.inference.region_paste import Merged, paste_and_merge
-from rgmp_model.nn.inference import encode, object_probability
+from rgmp_model.nn.graphs import bucket
+from rgmp_model.nn.inference import encode_r5, object_probability
 from rgmp_model.nn.network import RGMP
 
 __all__ = ["RegionOptions", "RegionTracker", "choose_region_mode", "object_boxes"]
@@ -163,12 +164,13 @@ class RegionTracker:
         return (cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2)
 
     def _crops(self, image: Tensor, windows: list[tuple[float, ...]], labels: Tensor | None = None,
-               channels: list[int] = (), boxes: list[tuple[int, int, int, int]] | None = None
-               ) -> tuple[Tensor, Tensor | None]:
+               channels: list[int] = (), boxes: list[tuple[int, int, int, int]] | None = None,
+               patches: list[tuple[int, int, int, int]] | None = None) -> tuple[Tensor, Tensor | None]:
         """(1, C, H, W) -> (K, C, S, S) bilinear crops (zeros outside the frame), and with an
         (H, W) channel map ``labels`` the (K, S, S) crops of each object's mask (its pixels in
-        ``labels``, the channels ``channels``, inside ``boxes``), in one batch (:mod:`region_crops`)."""
-        return cut_windows(image[0], windows, self.crop_size, labels, channels, boxes)
+        ``labels``, the channels ``channels``, inside ``boxes``, cut from ``patches`` or the whole
+        map), in one batch (:mod:`region_crops`)."""
+        return cut_windows(image[0], windows, self.crop_size, labels, channels, boxes, patches)
 
     @staticmethod
     def _spread(crops: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,12 +203,18 @@ class RegionTracker:
         """(K, C, S, S) crops (C = 1 is repeated to RGB) and (K, S, S) masks -> (K, S, S)
         P(object), or the r5 features when ``reference_r5`` is None."""
         out = []
+        graphs = getattr(self.model, "graphs", None) is not None
         for part in self._calls(len(frames), frames.device):
-            crops = frames[part].expand(-1, 3, -1, -1)
-            if reference_r5 is None:
-                out.append(encode(self.model, crops, masks[part], self.autocast_dtype).r5)
+            crops, held = frames[part].expand(-1, 3, -1, -1), masks[part]
+            references = reference_r5[part] if reference_r5 is not None else None
+            count = len(crops)
+            if graphs:  # crop counts rounded up to a few buckets: shapes that repeat (nn/graphs.py)
+                crops, held, references = (_padded(t, bucket(count)) if t is not None else None
+                                           for t in (crops, held, references))
+            if references is None:
+                out.append(encode_r5(self.model, crops, held, self.autocast_dtype)[:count])
             else:
-                out.append(object_probability(self.model, crops, masks[part], reference_r5[part], self.autocast_dtype))
+                out.append(object_probability(self.model, crops, held, references, self.autocast_dtype)[:count])
         return torch.cat(out)
 
     # ----------------------------------------------------------------------------- stretch
@@ -265,8 +273,9 @@ class RegionTracker:
             return StepResult(np.zeros((height, width), np.int32), confidence)
         windows = [self.tracks[c].box for c in order]
         floor = torch.tensor([self.options.min_contrast * self.tracks[c].contrast for c in order], device=frame.device)
-        crops, previous = self._crops(frame, windows, self._labels, order,  # previous: each object's pixels
-                                      [self.tracks[c].pixels for c in order])
+        tracks = [self.tracks[c] for c in order]  # previous: each object's pixels, from its patch
+        crops, previous = self._crops(frame, windows, self._labels, order, [t.pixels for t in tracks],
+                                      [t.patch for t in tracks])
         rows = torch.tensor([self.tracks[c].reference for c in order], device=frame.device)
         probabilities = self._run(self._normalised(crops, floor), previous, self._reference_r5[rows])
         slots = self._slots
@@ -394,3 +403,10 @@ def _quantiles(values: Tensor, q: tuple[float, float]) -> tuple[Tensor, Tensor]:
     low = smallest[:, int(below[0])].lerp(smallest[:, int(above[0])], weights[0])
     high = largest[:, count - 1 - int(below[1])].lerp(largest[:, count - 1 - int(above[1])], weights[1])
     return low, high
+
+
+def _padded(batch: Tensor, count: int) -> Tensor:
+    """``batch`` with zeros appended up to ``count`` items."""
+    if len(batch) >= count:
+        return batch
+    return torch.cat([batch, batch.new_zeros((count - len(batch), *batch.shape[1:]))])

@@ -10,8 +10,10 @@ windows of about 130 px cut to 96 px that is 3 ms on one CPU thread where ``roi_
 per-sample set-up dominates, takes 14 ms; windows of similar sizes share one matrix product.
 
 An object's mask is cut from the frame's map of object channels (the keyframe's labels, then the
-previous frame's winners) compared with its channel: the object's pixels, zero elsewhere, no
-per-object full-frame tensor.
+previous frame's winners) compared with its channel, no per-object full-frame tensor: on the
+keyframe from the whole map, later from its patch (its last paste window) taken as an image of
+its own, as region mode always cut a track's previous mask (a sample within a pixel of the
+patch's edge takes the edge's value).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 __all__ = ["cut_windows", "size_groups"]
 
 Window = tuple[float, float, float, float]  # top, left, bottom, right at full resolution (float)
+Box = tuple[int, int, int, int]  # top, left, bottom, right (integer, exclusive ends)
 
 
 def size_groups(sides: Sequence[float], ratio: float = 1.25) -> list[list[int]]:
@@ -39,10 +42,13 @@ def size_groups(sides: Sequence[float], ratio: float = 1.25) -> list[list[int]]:
     return groups
 
 
-def _taps(low: Tensor, high: Tensor, size: int, extent: int) -> tuple[Tensor, Tensor]:
+def _taps(low: Tensor, high: Tensor, size: int, extent: int | Tensor) -> tuple[Tensor, Tensor]:
     """``roi_align``'s sampling along one axis (aligned, 2 samples per output pixel) of windows
-    [low, high) (K,) over ``extent`` pixels -> the (K, size, 4) pixel indices and weights of
-    each output pixel (2 samples x 2 bilinear taps, each weight halved), by its rules."""
+    [low, high) (K,) over ``extent`` pixels (one for all, or (K,)) -> the (K, size, 4) pixel
+    indices and weights of each output pixel (2 samples x 2 bilinear taps, each weight halved),
+    by its rules."""
+    if isinstance(extent, Tensor):
+        extent = extent[:, None, None]
     step = (high - low) / size
     position = torch.arange(size, dtype=low.dtype, device=low.device)
     sample = torch.tensor([0.25, 0.75], dtype=low.dtype, device=low.device)  # (i + 0.5) / 2 of a bin
@@ -89,12 +95,14 @@ def _placed(first: Tensor, length: int, extent: int) -> Tensor:
 
 
 def cut_windows(image: Tensor, windows: Sequence[Window], size: int, labels: Tensor | None = None,
-                channels: Sequence[int] = (), boxes: Sequence[tuple[int, int, int, int]] | None = None
-                ) -> tuple[Tensor, Tensor | None]:
+                channels: Sequence[int] = (), boxes: Sequence[Box] | None = None,
+                patches: Sequence[Box] | None = None) -> tuple[Tensor, Tensor | None]:
     """(C, H, W) float ``image`` -> (K, C, size, size) crops of ``windows`` (module docstring);
     with an (H, W) integer map ``labels`` also (K, size, size) crops of the masks
-    ``labels == channels[k]``, which lie inside ``boxes[k]`` (top, left, bottom, right; None:
-    anywhere in the window): only that part of each mask is cut."""
+    ``labels == channels[k]``. ``patches[k]`` (top, left, bottom, right): the part of ``labels``
+    mask k is cut from, as an image of its own (``roi_align``'s edge rules at its edges; None:
+    the whole frame). ``boxes[k]``: where mask k's pixels lie (None: anywhere in the window);
+    only that part of each mask is read."""
     count = len(windows)
     height, width = image.shape[-2:]
     device = image.device
@@ -103,10 +111,19 @@ def cut_windows(image: Tensor, windows: Sequence[Window], size: int, labels: Ten
     cols, col_weight = _taps(window[:, 1], window[:, 3], size, width)
     top_tap, bottom_tap = rows.flatten(1).min(1).values, rows.flatten(1).max(1).values
     left_tap, right_tap = cols.flatten(1).min(1).values, cols.flatten(1).max(1).values
-    if labels is not None and boxes is not None:
-        where = torch.tensor(boxes, dtype=torch.int64, device=device).view(count, 4)
-    elif labels is not None:
-        where = torch.stack([top_tap, left_tap, bottom_tap + 1, right_tap + 1], dim=1)
+    if labels is not None:
+        where = (torch.tensor(boxes, dtype=torch.int64, device=device).view(count, 4) if boxes is not None
+                 else torch.stack([top_tap, left_tap, bottom_tap + 1, right_tap + 1], dim=1))
+        if patches is None:  # the masks' taps: the frame's, or each patch's as an image of its own
+            origin = torch.zeros((count, 2), dtype=torch.int64, device=device)
+            mask_rows, mask_row_weight, mask_cols, mask_col_weight = rows, row_weight, cols, col_weight
+        else:
+            patch = torch.tensor(patches, dtype=torch.int64, device=device).view(count, 4)
+            origin = patch[:, :2]
+            mask_rows, mask_row_weight = _taps(window[:, 0] - origin[:, 0], window[:, 2] - origin[:, 0], size,
+                                               patch[:, 2] - patch[:, 0])
+            mask_cols, mask_col_weight = _taps(window[:, 1] - origin[:, 1], window[:, 3] - origin[:, 1], size,
+                                               patch[:, 3] - patch[:, 1])
     crops = image.new_empty((count, image.shape[0], size, size))
     masks = image.new_empty((count, size, size)) if labels is not None else None
     taller = max(int((bottom_tap - top_tap).max()) + 1 - height, 0)
@@ -133,6 +150,6 @@ def cut_windows(image: Tensor, windows: Sequence[Window], size: int, labels: Ten
         lefts = _placed(inside[:, 1], wide, labels.shape[-1])
         wanted = torch.tensor([channels[i] for i in group], dtype=labels.dtype, device=device)
         mask = (_blocks(labels, tops.tolist(), lefts.tolist(), tall, wide) == wanted[:, None, None]).to(image.dtype)
-        masks[pick] = _resize(mask[:, None], _matrix(rows[pick], row_weight[pick], tops, tall),
-                              _matrix(cols[pick], col_weight[pick], lefts, wide))[:, 0]
+        masks[pick] = _resize(mask[:, None], _matrix(mask_rows[pick], mask_row_weight[pick], tops - origin[pick, 0], tall),
+                              _matrix(mask_cols[pick], mask_col_weight[pick], lefts - origin[pick, 1], wide))[:, 0]
     return crops, masks

@@ -31,9 +31,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from rgmp_model.nn.efficientnet_lite import SameConv2d, _LiteTrunk
 from rgmp_model.nn.encoders import EncoderFeatures, ResNetEncoder
+from rgmp_model.nn.graphs import GraphCache
 from rgmp_model.nn.network import RGMP, model_on_device
 
-__all__ = ["encode", "fold_batchnorm", "inference_network", "object_probability"]
+__all__ = ["encode", "encode_r5", "fold_batchnorm", "inference_network", "object_probability"]
 
 # BatchNorm attribute -> the convolutions summed before it, per module type (Sequential pairs aside).
 _FOLDS: tuple[tuple[type, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
@@ -123,9 +124,12 @@ def _weights_key(model: nn.Module) -> tuple | None:
         return None
 
 
-def inference_network(model: RGMP, device: torch.device | str, dtype: torch.dtype | None = None) -> RGMP:
+def inference_network(model: RGMP, device: torch.device | str, dtype: torch.dtype | None = None,
+                      graphs: bool = True) -> RGMP:
     """``model`` as propagation runs it on ``device`` (module docstring): eval mode, BatchNorm
     folded, channels-last, weights in ``dtype`` when it is given on CUDA (the autocast dtype).
+    On CUDA with ``graphs`` it replays its calls of a fixed shape as CUDA graphs (``.graphs``,
+    :class:`~rgmp_model.nn.graphs.GraphCache`; ``network.graphs = None`` runs it eagerly).
     The result is cached per ``model`` until its weights change; ``model`` is never changed
     (except that it is put in eval mode, as a session always did). A network whose stage methods
     were replaced on the instance (a test's spy, a wrapper) is used as it is: a copy would call
@@ -136,7 +140,7 @@ def inference_network(model: RGMP, device: torch.device | str, dtype: torch.dtyp
     if getattr(model, "inference_form", False) or replaced or not (_has_norm(model) or cast is not None):
         return model_on_device(model, device)
     weights = _weights_key(model)
-    key = (str(device), cast, weights)
+    key = (str(device), cast, weights, graphs)
     with _lock:
         kept = _cache.get(model)
         if weights is not None and kept is not None and kept[0] == key:
@@ -146,6 +150,7 @@ def inference_network(model: RGMP, device: torch.device | str, dtype: torch.dtyp
     if cast is not None:
         network = network.to(cast)
     network.inference_form = True
+    network.graphs = GraphCache() if device.type == "cuda" and graphs else None
     if weights is not None:
         with _lock:
             _cache[model] = (key, network)
@@ -187,10 +192,26 @@ def encode(network: RGMP, frame: Tensor, mask: Tensor, dtype: torch.dtype | None
         return network.encode(*_inputs(frame, mask, inputs))
 
 
+def encode_r5(network: RGMP, frame: Tensor, mask: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """The r5 features of :func:`encode` (a CUDA graph when the network has one for the shapes)."""
+    graphs = getattr(network, "graphs", None)
+    with _precision(network, frame.device, dtype) as inputs:
+        frame, mask = _inputs(frame, mask, inputs)
+        if graphs is None:
+            return network.encode(frame, mask).r5
+        return graphs("r5", lambda f, m: network.encode(f, m).r5, (frame, mask))
+
+
 def object_probability(network: RGMP, frame: Tensor, mask: Tensor, reference_r5: Tensor,
                        dtype: torch.dtype | None = None) -> Tensor:
     """frame (1 or B, 3, H, W), mask (B, [1,] H, W), reference r5 (B, C5, H/32, W/32) ->
-    P(object) (B, H, W) float32 (:meth:`RGMP.object_probability`)."""
+    P(object) (B, H, W) float32 (:meth:`RGMP.object_probability`; a CUDA graph when the network
+    has one for the shapes)."""
+    graphs = getattr(network, "graphs", None)
     with _precision(network, frame.device, dtype) as inputs:
-        features = network.encode(*_inputs(frame, mask, inputs))
-        return network.object_probability(features, reference_r5 if inputs == torch.float32 else reference_r5.to(inputs))
+        frame, mask = _inputs(frame, mask, inputs)
+        reference_r5 = reference_r5 if inputs == torch.float32 else reference_r5.to(inputs)
+        if graphs is None:
+            return network.object_probability(network.encode(frame, mask), reference_r5)
+        return graphs("probability", lambda f, m, r: network.object_probability(network.encode(f, m), r),
+                      (frame, mask, reference_r5))
