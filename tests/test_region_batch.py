@@ -14,8 +14,7 @@ from torchvision.ops import roi_align
 from rgmp_model.inference.frame_feed import FrameFeed
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.propagators import winner_scores, winners
-from rgmp_model.inference.region import _quantiles
-from rgmp_model.inference.region_crops import cut_windows
+from rgmp_model.inference.region_crops import cut_windows, percentiles
 from rgmp_model.inference.region_paste import hot_threshold, paste_and_merge
 
 _EPS = 1e-6
@@ -137,7 +136,7 @@ def test_percentiles_from_topk_equal_torch_quantile() -> None:
         values = torch.rand(5, count, generator=generator) ** 3
         values[0, : count // 2] = 0.25  # ties
         want = torch.quantile(values, torch.tensor([0.01, 0.995]), dim=1)
-        low, high = _quantiles(values, (0.01, 0.995))
+        low, high = percentiles(values, (0.01, 0.995))
         torch.testing.assert_close(low, want[0], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(high, want[1], rtol=1e-6, atol=1e-7)
 

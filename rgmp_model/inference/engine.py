@@ -29,7 +29,7 @@ from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.full_frame import FullFrameStretch
 from rgmp_model.inference.memory import MemoryGuard
 from rgmp_model.inference.propagators import (
-    BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_scores, winners,
+    BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_scores, winners, winners_on_host,
 )
 from rgmp_model.inference.labels import ObjectIds, object_sides, validate_label_frame
 from rgmp_model.nn.inference import inference_network
@@ -396,16 +396,10 @@ class PropagationSession:
             everything = torch.zeros((len(objects) + 1, *full), device=probabilities.device)
             everything[session_channels] = probabilities
             self.last_probabilities = everything.cpu().numpy()
-        if len(probabilities) <= 256:  # one small transfer: the winners as bytes
-            winner = winner.to(torch.uint8)
-        if winner.device.type != "cpu":
-            winner, scores = winner.to("cpu", non_blocking=True), scores.to("cpu", non_blocking=True)
-            torch.cuda.current_stream(probabilities.device).synchronize()
+        winner, values = winners_on_host(winner, scores)
         ids = [objects.ids[c - 1] for c in active.tolist()]
         lookup = np.concatenate([np.zeros(1, objects.dtype), np.asarray(ids, objects.dtype)])
-        values = scores.tolist()
-        confidence = {int(object_id): values[row] for row, object_id in enumerate(ids, start=1)}
-        return t, lookup[winner.numpy()], confidence
+        return t, lookup[winner], {int(object_id): values[row] for row, object_id in enumerate(ids, start=1)}
 
 
 def _one_hot(channels: Tensor, num_objects: int) -> Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -101,6 +102,18 @@ def winner_scores(winner: Tensor, best: Tensor, channels: int) -> Tensor:
     sums = torch.bincount(flat, weights=best.reshape(-1).double(), minlength=channels)[:channels]
     counts = torch.bincount(flat, minlength=channels)[:channels]
     return torch.where(counts > 0, sums / counts.clamp_min(1), 0.0)
+
+
+def winners_on_host(winner: Tensor, scores: Tensor) -> tuple[np.ndarray, list[float]]:
+    """The (H, W) winners (as bytes when they fit) and their channels' scores on the host, in one
+    transfer (asynchronous copies, one synchronisation)."""
+    if len(scores) <= 256:
+        winner = winner.to(torch.uint8)
+    if winner.device.type != "cpu":
+        device = winner.device
+        winner, scores = winner.to("cpu", non_blocking=True), scores.to("cpu", non_blocking=True)
+        torch.cuda.current_stream(device).synchronize()
+    return winner.numpy(), scores.tolist()
 
 
 def winner_confidence(probabilities: Tensor, winner: Tensor, object_ids: Iterable[int]) -> dict[int, float]:
