@@ -231,3 +231,8 @@ def test_frames_read_ahead_into_pinned_memory_on_cuda() -> None:
         assert frame.device.type == "cuda"
         torch.testing.assert_close(frame.cpu()[0, 0], torch.from_numpy(stack[t][..., 0]))
     feed.close()
+    from rgmp_model.inference.frame_feed import to_host
+
+    values = torch.arange(10, device="cuda")
+    on_host, = to_host(values)
+    assert on_host.device.type == "cpu" and on_host.is_pinned() and on_host.tolist() == list(range(10))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from rgmp_model.inference.frame_feed import FrameFeed
+from rgmp_model.inference.frame_feed import FrameFeed, to_host
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.propagators import winner_scores, winners
 from rgmp_model.inference.region_crops import cut_windows, percentiles
@@ -213,3 +213,9 @@ def test_masks_cut_from_their_patches_follow_roi_align_on_the_patch() -> None:
         roi = torch.tensor([[0, w[1] - l0, w[0] - t0, w[3] - l0, w[2] - t0]], dtype=torch.float32)
         torch.testing.assert_close(masks[k], roi_align(patch, roi, (size, size), 1.0, 2, aligned=True)[0, 0],
                                    rtol=0, atol=1e-5)
+
+
+def test_results_on_the_cpu_need_no_transfer() -> None:
+    values, more = torch.arange(5), torch.ones(2, 3)
+    got = to_host(values, more)
+    assert got[0] is values and got[1] is more

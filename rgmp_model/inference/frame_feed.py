@@ -1,4 +1,5 @@
-"""Frames as the engine takes them: read, normalised and on the device, read ahead on a GPU.
+"""Frames as the engine takes them (read, normalised and on the device, read ahead on a GPU),
+and results as it gives them back (:func:`to_host`: one transfer per frame).
 
 :class:`FrameFeed` gives frame ``t`` as a (1, C, H, W) float32 tensor in [0, 1] on the device
 (C = 1 for a grey stack, else 3: :meth:`FrameStack.normalised`). The engine tells it which frames
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from rgmp_model.inference.frames import FrameStack
 
-__all__ = ["FrameFeed"]
+__all__ = ["FrameFeed", "to_host"]
 
 
 class FrameFeed:
@@ -137,3 +138,19 @@ class FrameFeed:
 def _on_device(frame: Tensor, device: torch.device) -> Tensor:
     """(H, W, C) -> (1, C, H, W) on ``device`` (a view: channels last in memory)."""
     return frame.to(device, non_blocking=frame.is_pinned()).permute(2, 0, 1)[None]
+
+
+def to_host(*tensors: Tensor) -> list[Tensor]:
+    """``tensors`` on the CPU: on a GPU copied asynchronously into pinned buffers (torch's caching
+    host allocator keeps them), then one synchronisation for all; CPU tensors as they are."""
+    if not tensors or all(t.device.type == "cpu" for t in tensors):
+        return [t.cpu() for t in tensors]
+    out = []
+    for tensor in tensors:
+        if tensor.device.type == "cpu":
+            out.append(tensor)
+            continue
+        pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        out.append(pinned.copy_(tensor, non_blocking=True))
+    torch.cuda.current_stream(next(t.device for t in tensors if t.device.type != "cpu")).synchronize()
+    return out

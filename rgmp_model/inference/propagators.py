@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rgmp_model.inference.frame_feed import to_host
 from rgmp_model.nn.inference import encode_r5, object_probability
 from rgmp_model.nn.network import RGMP
 
@@ -106,13 +107,10 @@ def winner_scores(winner: Tensor, best: Tensor, channels: int) -> Tensor:
 
 def winners_on_host(winner: Tensor, scores: Tensor) -> tuple[np.ndarray, list[float]]:
     """The (H, W) winners (as bytes when they fit) and their channels' scores on the host, in one
-    transfer (asynchronous copies, one synchronisation)."""
+    transfer (:func:`~rgmp_model.inference.frame_feed.to_host`)."""
     if len(scores) <= 256:
         winner = winner.to(torch.uint8)
-    if winner.device.type != "cpu":
-        device = winner.device
-        winner, scores = winner.to("cpu", non_blocking=True), scores.to("cpu", non_blocking=True)
-        torch.cuda.current_stream(device).synchronize()
+    winner, scores = to_host(winner, scores)
     return winner.numpy(), scores.tolist()
 
 

@@ -34,6 +34,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import Tensor
 
+from rgmp_model.inference.frame_feed import to_host
 from rgmp_model.inference.labels import object_boxes
 from rgmp_model.inference.region_crops import cut_windows, percentiles
 from rgmp_model.inference.region_paste import Merged, paste_and_merge
@@ -326,9 +327,7 @@ class RegionTracker:
         if pixel.device.type == "cpu":
             channels = labels.numpy()  # the same memory
         else:  # the winners come over, not the frame
-            on_host = [t.to("cpu", non_blocking=True) for t in (pixel, channel, stats)]
-            torch.cuda.current_stream(pixel.device).synchronize()
-            pixel, channel, stats = on_host
+            pixel, channel, stats = to_host(pixel, channel, stats)
             channels = np.zeros(shape[0] * shape[1], np.int32)
             channels[pixel.numpy()] = channel.numpy()
         values = stats.numpy()
