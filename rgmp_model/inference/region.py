@@ -46,7 +46,7 @@ __all__ = ["RegionOptions", "RegionTracker", "choose_region_mode", "object_boxes
 
 # On the CPU at most this many crop pixels go through the network per call: every activation
 # stays under glibc's largest recycled allocation (32 MB), which a batch of 40 crops of 96 px
-# outgrows (each of its larger activations then costs thousands of fresh pages: 25% more time).
+# outgrows (each of its larger activations then costs thousands of fresh pages: 10% more time).
 CPU_CROP_PIXELS = 192 * 1024
 
 

@@ -6,7 +6,7 @@ sample bilinear, a sample more than a pixel outside the image 0, one within a pi
 the edge's value), computed another way. That sampling is separable: along each axis every
 output pixel is a weighted sum of at most 4 pixels, so a crop is ``A_rows @ block @ A_cols^T``
 with the block of pixels the window samples and two (S x side) interpolation matrices. For 40
-windows of about 130 px cut to 96 px that is 3 ms on one CPU thread where ``roi_align``, whose
+windows of about 130 px cut to 96 px that is 5-6 ms on one CPU thread where ``roi_align``, whose
 per-sample set-up dominates, takes 14 ms; windows of similar sizes share one matrix product.
 
 An object's mask is cut from the frame's map of object channels (the keyframe's labels, then the

@@ -16,7 +16,7 @@ cover a pixel and each one's probability there is at most t = :func:`hot_thresho
 background wins: prod(1 - p) >= (1 - t) ** m keeps its odds above every object's t / (1 - t)
 (t is 0.25 for m = 4, 0.06 for m = 40). A window's pixel can exceed t only when one of its 4
 bilinear taps in the crop does; at the pixels where some window's can, every window's element
-is sampled as ``grid_sample`` does (4 taps). For 40 nuclei that is a tenth of the windows'
+is sampled as ``grid_sample`` does (4 taps). For 40 nuclei that is a fifth of the windows'
 pixels.
 """
 

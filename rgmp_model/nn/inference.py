@@ -5,8 +5,8 @@ BatchNorm folded into the convolution before it (a BatchNorm after a sum of two 
 the frame's and the mask's at the encoder's stem, into both), channels-last, on the device, and
 on CUDA its weights cast once to the autocast dtype (bf16 / fp16), so that no convolution casts
 its weights per call. Folding turns ``conv -> scale, shift`` into one convolution with scaled
-weights and a bias: 53 convolutions of the default model lose a multiply and an add over their
-whole output (on the CPU a third of the network's time at 96 px crops). The folded network is a
+weights and a bias: the 48 BatchNorms of the default model lose a multiply and an add over their
+whole output. The folded network is a
 copy, equal to the network within float rounding (tests/test_inference_network.py: 1e-4), kept
 per network until its weights change (optimiser steps, ``load_state_dict``); a network with
 nothing to fold and no cast (a stand-in of the tests) is used as it is. Training never sees a
