@@ -80,6 +80,7 @@ class DataSection:
     crop_size: tuple[int, int] = (256, 256)
     batch_size: int = 4
     num_workers: int = 0
+    decoded_cache: str | None = None  # a folder for decoded samples (training/decoded_cache.py); None: off
     length: int = 1_000_000  # samples per epoch of the deterministic dataset
     clip_length: int = 4  # video: frames per clip, the first annotated
     max_skip: int = 3  # video: largest step between clip frames

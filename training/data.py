@@ -13,6 +13,7 @@ from rgmp_model.adapt.pairs import StaticPairDataset
 from rgmp_model.nn.network import RGMP
 
 from .config import SourceSpec, TrainConfig
+from .decoded_cache import CachedImageSource, CachedVideoSource
 from .objectives import ClipObjective, PairObjective
 from .sources import still_source, video_source
 from .video_clips import VideoClipDataset
@@ -38,6 +39,8 @@ def build_stage(config: TrainConfig) -> tuple[Dataset, Callable[[RGMP], nn.Modul
     weights = [spec.weight for spec in data.sources]
     if config.stage == "pretrain":
         stills = [still_source(spec, config.seed + i) for i, spec in enumerate(data.sources)]
+        if data.decoded_cache:
+            stills = [CachedImageSource(still, Path(data.decoded_cache)) for still in stills]
         dataset: Dataset = StaticPairDataset(
             stills, crop_size=data.crop_size, seed=config.seed, length=data.length,
             box_probability=data.box_probability, paste_probability=data.paste_probability, weights=weights,
@@ -47,6 +50,8 @@ def build_stage(config: TrainConfig) -> tuple[Dataset, Callable[[RGMP], nn.Modul
             return PairObjective(model, optim.aux_weight)
     elif config.stage == "video":
         videos = [video_source(spec, config.seed + i) for i, spec in enumerate(data.sources)]
+        if data.decoded_cache:
+            videos = [CachedVideoSource(video, Path(data.decoded_cache)) for video in videos]
         dataset = VideoClipDataset(
             videos, clip_length=data.clip_length, crop_size=data.crop_size, max_skip=data.max_skip,
             max_objects=data.max_objects, seed=config.seed, length=data.length, source_weights=weights,

@@ -59,6 +59,15 @@ def build_model(config: TrainConfig) -> RGMP:
     return build_rgmp(config.model.backbone, config.model.decoder_channels, config.model.imagenet_weights)
 
 
+def _on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch tensor on ``device`` (asynchronously from pinned memory); images (B, 3, H, W) in
+    channels-last, the network's memory format, so its first convolution does not convert them."""
+    tensor = tensor.to(device, non_blocking=True)
+    if device.type == "cuda" and tensor.dim() == 4 and tensor.shape[1] == 3 and tensor.is_floating_point():
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
 def _append_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Append rows to a CSV file, writing the header first when the file is new."""
     new = not path.exists()
@@ -228,8 +237,10 @@ class Trainer:
         sampler = ResumableDistributedSampler(
             self.dataset, runtime.world_size, runtime.rank, seed=config.seed, start=self.history.iteration * batch_size
         )
-        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, num_workers=config.data.num_workers,
-                            drop_last=True, pin_memory=device.type == "cuda")
+        workers = config.data.num_workers
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                            prefetch_factor=4 if workers > 0 else None)
         batches = iter(loader)
         total = config.optim.iterations
         bar = tqdm(total=total, initial=self.history.iteration, unit="it", desc=config.stage,
@@ -238,7 +249,7 @@ class Trainer:
         while self.history.iteration < total:
             if self.should_stop is not None and self.should_stop():
                 break
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            batch = {k: _on_device(v, device) for k, v in next(batches).items()}
             for group in optimizer.param_groups:  # the schedule, also right after a resume
                 group["lr"] = config.optim.learning_rate(self.history.iteration)
             optimizer.zero_grad(set_to_none=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rgmp_model.inference.region_crops import percentiles
+
 __all__ = ["CROP_PERCENTILES", "crop_spread", "normalise_crops"]
 
 CROP_PERCENTILES = (0.01, 0.995)
@@ -19,9 +21,9 @@ CROP_PERCENTILES = (0.01, 0.995)
 
 def crop_spread(crops: Tensor) -> tuple[Tensor, Tensor]:
     """(K, C, S, S) -> each crop's low percentile and its range up to the high percentile, (K,) each."""
-    flat = crops.float().mean(dim=1).flatten(1)
-    lo = torch.quantile(flat, CROP_PERCENTILES[0], dim=1)
-    return lo, torch.quantile(flat, CROP_PERCENTILES[1], dim=1) - lo
+    flat = crops.float().mean(dim=1).flatten(1) if crops.shape[1] > 1 else crops.float().flatten(1)
+    lo, hi = percentiles(flat, CROP_PERCENTILES)
+    return lo, hi - lo
 
 
 def normalise_crops(crops: Tensor, floor: Tensor | None = None) -> Tensor:

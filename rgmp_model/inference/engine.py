@@ -25,11 +25,15 @@ import torch
 from torch import Tensor
 
 from rgmp_model.inference.adaptation import KeyframeAdaptation
+from rgmp_model.inference.frame_feed import FrameFeed
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.inference.full_frame import FullFrameStretch
 from rgmp_model.inference.memory import MemoryGuard
-from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_confidence
+from rgmp_model.inference.propagators import (
+    BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_scores, winners, winners_on_host,
+)
 from rgmp_model.inference.labels import ObjectIds, object_sides, validate_label_frame
+from rgmp_model.nn.inference import inference_network
 from rgmp_model.nn.network import RGMP, model_on_device
 from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, object_working_size, resolve_device, working_size
 from rgmp_model.inference.plan import Stretch, plan_stretches
@@ -81,10 +85,12 @@ class PropagationSession:
         if object_batch is None and self.device.type == "cpu":
             object_batch = 1  # see inference.py: batching objects is slower on CPUs
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
+        self.network = inference_network(self.model, self.device, dtype)  # BatchNorm folded (nn/inference.py)
         propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator
-        self._propagator = propagator(self.model, self.options.scales, dtype, object_batch)
+        self._propagator = propagator(self.network, self.options.scales, dtype, object_batch)
         self.memory = MemoryGuard(self.device)  # out of memory: one retry with less per run (inference/memory.py)
-        self._regions = RegionRunner(self.model, self.options, self.frames.is_grey, dtype, self.memory)
+        self._regions = RegionRunner(self.network, self.options, self.frames.is_grey, dtype, self.memory)
+        self._feed = FrameFeed(self.frames, self.device)  # read ahead on a GPU (inference/frame_feed.py)
         self.region_used: dict[int, bool] = {}  # keyframe -> whether its stretch ran in region mode
         self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
         self._fit_to_objects = options.max_size is None  # the model's size: small objects may get more pixels
@@ -323,7 +329,9 @@ class PropagationSession:
                                        on_progress, should_stop, region_view)
         if model is None:
             return False
-        self.model = self._propagator.model = self._regions.model = model
+        self.model = model
+        self.network = inference_network(model, self.device, dtype)  # folded again: the weights changed
+        self._propagator.model = self._regions.model = self.network
         self._references.clear()  # encoded by the previous network
         return True
 
@@ -374,6 +382,7 @@ class PropagationSession:
                                           stretch.keyframe)
             kept = self._references[stretch.keyframe] = ((), regions)
         for direction, frames in ((-1, stretch.backward), (1, stretch.forward)):
+            self._feed.expect(frames)
             for t, labels, confidence, probabilities in self._regions.run(
                 kept[1], stretch.keyframe, direction, frames, self._full_frame, objects, keep
             ):
@@ -381,12 +390,14 @@ class PropagationSession:
                 yield t, labels, confidence
 
     def _full_frame(self, t: int) -> Tensor:
-        """Frame t as (1, 3, H, W) float32 at full size, on the device."""
-        return torch.from_numpy(self.frames[t]).to(self.device).permute(2, 0, 1)[None]
+        """Frame t as (1, C, H, W) float32 at full size, on the device: C = 1 for a grey stack
+        (the network's RGB made after cropping or resizing), else 3."""
+        return self._feed.get(t)
 
     def _frame(self, t: int) -> Tensor:
         """Frame t as (1, 3, h, w) float32 at the working size, on the device."""
-        return self._to_working(self._full_frame(t))
+        frame = self._to_working(self._full_frame(t))
+        return frame.expand(-1, 3, -1, -1) if frame.shape[1] == 1 else frame
 
     def _to_working(self, x: Tensor) -> Tensor:
         """(B, h0, w0) or (B, C, h0, w0) at full size -> the working size (antialiased)."""
@@ -402,14 +413,17 @@ class PropagationSession:
         """(A+1, h, w) probabilities over background + active objects -> labels at full size."""
         full = (self.frames.height, self.frames.width)
         probabilities = resize_bilinear(probabilities[None].float(), full)[0]
-        winner = probabilities.argmax(dim=0)
-        confidence = winner_confidence(probabilities, winner, [objects.ids[c - 1] for c in active.tolist()])
+        winner, best = winners(probabilities)
+        scores = winner_scores(winner, best, len(probabilities))
         session_channels = torch.cat([active.new_zeros(1), active])  # output row -> object channel
         if keep:
             everything = torch.zeros((len(objects) + 1, *full), device=probabilities.device)
             everything[session_channels] = probabilities
             self.last_probabilities = everything.cpu().numpy()
-        return t, objects.to_ids(session_channels[winner].cpu().numpy()), confidence
+        winner, values = winners_on_host(winner, scores)
+        ids = [objects.ids[c - 1] for c in active.tolist()]
+        lookup = np.concatenate([np.zeros(1, objects.dtype), np.asarray(ids, objects.dtype)])
+        return t, lookup[winner], {int(object_id): values[row] for row, object_id in enumerate(ids, start=1)}
 
 
 def _one_hot(channels: Tensor, num_objects: int) -> Tensor:

@@ -51,6 +51,7 @@ class FrameStack:
         self.shape = shape
         self.dtype = dtype
         self.num_frames, self.height, self.width = shape[:3]
+        self._values: np.ndarray | None = None  # see _table
         if dtype == np.uint8:
             self.low, self.high = 0.0, 255.0
         else:
@@ -75,17 +76,38 @@ class FrameStack:
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Frame ``index`` as float32 RGB in [0, 1], shape (H, W, 3)."""
-        frame = self.raw(index).astype(np.float32)
-        if self.dtype == np.uint8:
-            frame *= 1.0 / 255.0
+        frame = self.normalised(index)
+        return np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame
+
+    def normalised(self, index: int) -> np.ndarray:
+        """Frame ``index`` as float32 in [0, 1]: (H, W, 1) for a grey stack (not repeated to RGB;
+        the engine repeats what it sends to the network, after cropping or resizing), else
+        (H, W, 3). The values are those of ``self[index]``; uint8 and uint16 frames go through a
+        table of their 256 / 65536 values (one lookup per pixel)."""
+        raw = self.raw(index)
+        table = self._table()
+        if table is not None:
+            frame = np.take(table, raw)
         else:
+            frame = raw.astype(np.float32)
             frame = np.nan_to_num(frame, nan=self.low, posinf=self.high, neginf=self.low)
             frame = np.clip((frame - self.low) / (self.high - self.low), 0.0, 1.0, out=frame)
         if frame.ndim == 2:
-            frame = frame[..., None]
-        if frame.shape[-1] == 1:
-            return np.repeat(frame, 3, axis=-1)
-        return np.ascontiguousarray(frame[..., :3])
+            return frame[..., None]
+        return frame if frame.shape[-1] == 1 else np.ascontiguousarray(frame[..., :3])
+
+    def _table(self) -> np.ndarray | None:
+        """float32 [0, 1] value of every uint8 / uint16 value (None for other types), made once."""
+        if self.dtype not in (np.uint8, np.uint16):
+            return None
+        if self._values is None:
+            values = np.arange(np.iinfo(self.dtype).max + 1).astype(np.float32)
+            if self.dtype == np.uint8:
+                values *= 1.0 / 255.0
+            else:
+                values = np.clip((values - self.low) / (self.high - self.low), 0.0, 1.0, out=values)
+            self._values = values
+        return self._values
 
     def _percentiles(self, percentiles: tuple[float, float]) -> tuple[float, float]:
         count = min(self.num_frames, _SAMPLE_FRAMES)

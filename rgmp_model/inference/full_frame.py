@@ -44,6 +44,7 @@ class FullFrameStretch:
         """Yield each of ``frames`` (one direction, nearest the keyframe first)."""
         self._previous: tuple[Tensor, Padding | None] | None = None  # None: the keyframe's masks
         self._last, self._last_grey = self.keyframe, None
+        self.session._feed.expect(frames)
         for t in frames:
             yield self.session.memory.attempt(lambda: self._frame(t), f"frame {t}", self._take_less,
                                               self._context, self._advice)

@@ -20,14 +20,16 @@ engine sends them one at a time there. The network runs in channels-last memory 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rgmp_model.inference.frame_feed import to_host
+from rgmp_model.nn.inference import encode_r5, object_probability
 from rgmp_model.nn.network import RGMP
 
 PAD_MULTIPLE = RGMP.stride  # the network stride: frames are padded to multiples of it
@@ -81,14 +83,43 @@ def soft_aggregate(object_probabilities: Tensor) -> Tensor:
     return logit_softmax(torch.cat([background, object_probabilities], dim=0))
 
 
+def winners(probabilities: Tensor) -> tuple[Tensor, Tensor]:
+    """(C, H, W) probabilities -> the (H, W) int64 channel of each pixel's largest probability
+    (the first of equal ones, as ``argmax``) and that probability. A pass per channel: ``argmax``
+    over the first dimension of a few channels is 20x slower on the CPU."""
+    best = probabilities[0].clone()
+    winner = torch.zeros(best.shape, dtype=torch.int64, device=best.device)
+    for channel in range(1, len(probabilities)):
+        better = probabilities[channel] > best
+        best = torch.where(better, probabilities[channel], best)
+        winner.masked_fill_(better, channel)
+    return winner, best
+
+
+def winner_scores(winner: Tensor, best: Tensor, channels: int) -> Tensor:
+    """(H, W) winning channel and its probability -> (channels,) float64 mean probability over
+    the pixels each channel wins (0 where it wins none)."""
+    flat = winner.reshape(-1)
+    sums = torch.bincount(flat, weights=best.reshape(-1).double(), minlength=channels)[:channels]
+    counts = torch.bincount(flat, minlength=channels)[:channels]
+    return torch.where(counts > 0, sums / counts.clamp_min(1), 0.0)
+
+
+def winners_on_host(winner: Tensor, scores: Tensor) -> tuple[np.ndarray, list[float]]:
+    """The (H, W) winners (as bytes when they fit) and their channels' scores on the host, in one
+    transfer (:func:`~rgmp_model.inference.frame_feed.to_host`)."""
+    if len(scores) <= 256:
+        winner = winner.to(torch.uint8)
+    winner, scores = to_host(winner, scores)
+    return winner.numpy(), scores.tolist()
+
+
 def winner_confidence(probabilities: Tensor, winner: Tensor, object_ids: Iterable[int]) -> dict[int, float]:
     """(C, H, W) probabilities, (H, W) argmax channel -> {object id: mean probability over the
     pixels it wins} for channels 1.. in ``object_ids`` order (0.0 where an object wins nothing)."""
-    confidence = {}
-    for channel, object_id in enumerate(object_ids, start=1):
-        region = winner == channel
-        confidence[int(object_id)] = float(probabilities[channel][region].mean()) if bool(region.any()) else 0.0
-    return confidence
+    best = probabilities.gather(0, winner[None])[0]
+    scores = winner_scores(winner, best, len(probabilities)).tolist()
+    return {int(object_id): scores[channel] for channel, object_id in enumerate(object_ids, start=1)}
 
 
 @dataclass
@@ -102,8 +133,10 @@ class Reference:
 
 
 class _Propagator:
-    """Shared by both procedures: network calls with autocast, in chunks of at most
-    ``object_batch`` masks (None = all at once), in channels-last memory format."""
+    """Shared by both procedures: network calls (:mod:`rgmp_model.nn.inference`: channels-last,
+    autocast unless the weights are cast already), in chunks of at most ``object_batch`` masks
+    (None = all at once). ``model``: the network as :func:`~rgmp_model.nn.inference.inference_network`
+    made it (any RGMP works)."""
 
     def __init__(
         self,
@@ -121,33 +154,19 @@ class _Propagator:
         self.autocast_dtype = autocast_dtype
         self.object_batch = object_batch
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
-
     def _chunks(self, count: int) -> list[slice]:
         size = self.object_batch or count
         return [slice(start, start + size) for start in range(0, count, size)]
 
-    def _encode(self, frame: Tensor, masks: Tensor):
-        frame = frame.contiguous(memory_format=torch.channels_last)
-        masks = masks[:, None].contiguous(memory_format=torch.channels_last)
-        return self.model.encode(frame, masks)
-
     def _object_probability(self, frame: Tensor, masks: Tensor, reference_r5: Tensor) -> Tensor:
         """frame (1, 3, H, W), masks (B, H, W), H and W multiples of 32 -> (B, H, W) P(object)."""
-        probabilities = []
-        for chunk in self._chunks(len(masks)):
-            with self._autocast(frame.device):
-                logits = self.model.decode(self._encode(frame, masks[chunk]), reference_r5[chunk]).logits
-            probabilities.append(torch.softmax(logits.float(), dim=1)[:, 1])
-        return torch.cat(probabilities)
+        return torch.cat([object_probability(self.model, frame, masks[chunk], reference_r5[chunk], self.autocast_dtype)
+                          for chunk in self._chunks(len(masks))])
 
     def _reference_r5(self, frame: Tensor, masks: Tensor) -> Tensor:
         """frame (1, 3, H, W), masks (B, H, W) -> (B, C5, H/32, W/32)."""
-        with self._autocast(frame.device):
-            return torch.cat([self._encode(frame, masks[chunk]).r5 for chunk in self._chunks(len(masks))])
+        return torch.cat([encode_r5(self.model, frame, masks[chunk], self.autocast_dtype)
+                          for chunk in self._chunks(len(masks))])
 
 
 class BatchedPropagator(_Propagator):

@@ -124,10 +124,10 @@ class RegionRunner:
 
     def _step(self, tracker: RegionTracker, frame: Callable[[], Tensor], t: int) -> StepResult:
         """``tracker.step`` on frame ``t``; out of memory: retried once from the same tracks."""
-        tracks, next_channel = {c: replace(track) for c, track in tracker.tracks.items()}, tracker.next_channel
+        state = tracker.state()
 
         def step() -> StepResult:
-            tracker.tracks, tracker.next_channel = {c: replace(k) for c, k in tracks.items()}, next_channel
+            tracker.set_state(state)
             return tracker.step(frame())
 
         self._tracker = tracker
@@ -161,7 +161,13 @@ class RegionRunner:
             lookup[list(to_id)] = list(to_id.values())
             confidence = {to_id[c]: value for c, value in result.confidence.items()}
             probabilities = _probabilities(tracker, session_channel, len(objects)) if keep else None
-            yield t, lookup[result.channels], confidence, probabilities
+            if result.pixels is not None:  # the labels from the winners alone
+                labels = np.zeros(result.channels.size, dtype)
+                labels[result.pixels] = lookup[result.winners]
+                labels = labels.reshape(result.channels.shape)
+            else:
+                labels = np.take(lookup, result.channels)
+            yield t, labels, confidence, probabilities
 
     def divisions(self, keyframes: Mapping[int, np.ndarray]) -> dict[int, int]:
         """{new id: parent id} for the stretches of ``keyframes`` ({frame: (H, W) labels})."""

@@ -158,6 +158,15 @@ class Decoder(nn.Module):
         p5 = self.pred5(F.relu(m5))
         return DecoderOutput(upsample_bilinear(p2, 4), p2, p3, p4, p5)
 
+    def object_probability(self, target: EncoderFeatures, reference_r5: Tensor) -> Tensor:
+        """P(object) (B, H, W) float32 at input size, without the deep-supervision heads: the
+        softmax of the 2-class logits is the sigmoid of their difference, and the bilinear
+        upsampling is linear, so the difference is taken at 1/4 size and upsampled alone."""
+        m5 = self.residual(self.global_conv(torch.cat((target.r5, reference_r5), dim=1)))
+        m2 = self.refine2(target.r2, self.refine3(target.r3, self.refine4(target.r4, m5)))
+        p2 = self.pred2(F.relu(m2)).float()
+        return torch.sigmoid(upsample_bilinear(p2[:, 1:] - p2[:, :1], 4))[:, 0]
+
 
 class RGMP(nn.Module):
     """Reference-guided mask propagation network with stage methods ``encode`` and ``decode``.
@@ -181,6 +190,14 @@ class RGMP(nn.Module):
     def decode(self, target: EncoderFeatures, reference_r5: Tensor) -> DecoderOutput:
         """Target features (B frames) + reference r5 (B, C5, H/32, W/32) -> 2-class logits."""
         return self.decoder(target, reference_r5)
+
+    def object_probability(self, target: EncoderFeatures, reference_r5: Tensor) -> Tensor:
+        """Target features (B frames) + reference r5 -> P(object) (B, H, W) float32: what
+        propagation needs of :meth:`decode` (the softmax's object channel), computed without the
+        deep-supervision heads. A subclass that replaces :meth:`decode` gets that softmax."""
+        if type(self).decode is not RGMP.decode:
+            return torch.softmax(self.decode(target, reference_r5).logits.float(), dim=1)[:, 1]
+        return self.decoder.object_probability(target, reference_r5)
 
     def forward(
         self, reference_frame: Tensor, reference_mask: Tensor, frame: Tensor, previous_mask: Tensor
