@@ -95,6 +95,16 @@ class ProgressPanel(QWidget):
         self.bar.setRange(0, 0)  # busy until the total is known
         self.bar.setFormat(text)
 
+    def adapting(self, iteration: int, total: int) -> str:
+        """Step ``iteration`` of ``total`` of test-time adaptation, before the frames (whose speed
+        is then measured from the last step on); returns the text shown."""
+        self._started = time.perf_counter()
+        self.bar.setRange(0, max(int(total), 1))
+        self.bar.setValue(int(iteration))
+        text = f"{int(iteration)} / {int(total)} iterations"
+        self.bar.setFormat(f"adapting: {text}")
+        return text
+
     def advance(self, done: int, total: int) -> str:
         """``done`` of ``total`` frames written; returns the text shown."""
         total = max(int(total), int(done), 1)

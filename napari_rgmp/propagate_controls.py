@@ -56,6 +56,7 @@ class PropagateControls(ScrollDock):
         self.region_combo = QComboBox()  # region mode: one full-resolution crop per object
         self.region_combo.addItems(["auto", "on", "off"])
         self.split_check = QCheckBox("daughter cells get new ids")
+        self.adapt_check = QCheckBox("adapt to the keyframes")  # test-time adaptation before the frames
         self.output_combo = LayerCombo(self.viewer, napari.layers.Labels, none_text=NEW_LAYER)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -93,5 +94,6 @@ class PropagateControls(ScrollDock):
             ("direction", row(self.direction_combo, QLabel("region mode"), self.region_combo)),
             ("device", row(self.device_combo, QLabel("working size"), self.max_size_spin)),
             ("", row(self.multiscale_check, self.split_check)),
+            ("", self.adapt_check),
             ("output", self.output_combo),
         ]

@@ -28,6 +28,14 @@ class PropagationJob:
     from_keyframes: tuple[int, ...] | None = None
 
 
+class AdaptationStep(NamedTuple):
+    """One step of test-time adaptation before the frames: ``iteration`` of ``total``, its loss."""
+
+    iteration: int
+    total: int
+    loss: float
+
+
 class JobResult(NamedTuple):
     """One propagated frame: index, (H, W) labels, {object id: confidence}, frames in the job."""
 
@@ -74,7 +82,8 @@ def user_message(error: BaseException) -> str:
 def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobResult]:
     """The worker's generator: the kept (or a new) session, made to hold the job's keyframes
     (box starts are refined by the network; unchanged keyframes are not encoded again), then
-    the session's results, each with the job's frame total.
+    the session's results, each with the job's frame total; with ``options.adapt`` first the
+    steps of test-time adaptation (none while the session's adapted network is still valid).
 
     Expected failures (a bad checkpoint, out of memory, ...) end the job with their message as
     the return value: superqt's generator worker would swallow a RuntimeError, and napari would
@@ -82,6 +91,9 @@ def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobRes
     try:
         session = keeper.session_for(job)
         session.set_keyframes(job.keyframes, job.boxes)
+        if job.options.adapt:  # stopped here (Cancel), the session keeps its network as it was
+            for step in session.adapting():
+                yield AdaptationStep(*step)
         total = session.total_frames(from_keyframes=job.from_keyframes)
         for t, labels, confidence in session.propagate(from_keyframes=job.from_keyframes):
             yield JobResult(t, labels, confidence, total)

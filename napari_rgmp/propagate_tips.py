@@ -30,6 +30,9 @@ TIPS: dict[str, str] = {
                     "(cells); auto decides per keyframe from the objects' sizes, on / off force it",
     "split_check": "in region mode, a part that separates from an object (a dividing cell) gets a new id; the "
                    "parent of each new id is kept for the Cell Tracking Challenge export",
+    "adapt_check": "before propagating, fine-tune a copy of the model on this stack's keyframes (test-time "
+                   "adaptation, in memory: the model file is not changed). About a minute on a laptop CPU, seconds "
+                   "on a GPU; a correction reuses it, changing a keyframe it learnt from adapts again",
     "output_combo": "where the result goes: a new Labels layer '<labels> propagated', or an existing Labels layer "
                     "of the same shape (its frames of this stack are overwritten)",
     "run_button": "propagate the labels through the whole stack (the viewer stays usable while it runs)",

@@ -27,6 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
 from rgmp_model.inference.labels import labelled_frames
+from rgmp_model.constants import ADAPT_ITERATIONS
 from rgmp_model.inference.options import MULTISCALE, PropagationOptions
 
 from . import layers as layer_tools
@@ -35,7 +36,7 @@ from .export import ExportSource
 from .open_labels import open_chosen_labels
 from .output_store import OutputPolicy, prepare_output_layer
 from .propagate_controls import NEW_LAYER, PropagateControls
-from .propagate_job import JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
+from .propagate_job import AdaptationStep, JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
 from .workers import DockWorkers, quit_worker
 
 STARTING = "starting: loading the model..."
@@ -196,6 +197,7 @@ class PropagateWidget(PropagateControls):
             scales=MULTISCALE if self.multiscale_check.isChecked() else None,
             max_size=self.max_size_spin.max_size(),
             region=self.region_combo.currentText(), split_divisions=self.split_check.isChecked(),
+            adapt=ADAPT_ITERATIONS if self.adapt_check.isChecked() else 0,
         )
 
     # ---------------------------------------------------------------------------------- running
@@ -242,7 +244,7 @@ class PropagateWidget(PropagateControls):
         self.cancel_button.setEnabled(True)
         self.progress_panel.start(STARTING)
         self._done = 0
-        self._failed = False
+        self._failed = self._stopped = False
         QTimer.singleShot(0, worker.start)  # after run() returns: a slot connected to .worker sees every result
 
     def _prepare(self, from_keyframe: int | None) -> PropagationJob:
@@ -292,10 +294,14 @@ class PropagateWidget(PropagateControls):
                             self.output_layer.name, parents, inputs)
 
     # ---------------------------------------------------------------------------------- results
-    def _on_result(self, result: JobResult) -> None:
-        """Write one frame. State first: refreshing the layer or the progress bar may process
-        pending events, including the worker's ``finished``."""
+    def _on_result(self, result: JobResult | AdaptationStep) -> None:
+        """Write one frame (or show a step of adaptation). State first: refreshing the layer or the
+        progress bar may process pending events, including the worker's ``finished``."""
         if self._closed:  # the dock or viewer is closing (its canvas may be gone): no frame is written
+            return
+        if isinstance(result, AdaptationStep):
+            text = self.progress_panel.adapting(result.iteration, result.total)
+            self.status_label.setText(f"adapting the model to the keyframes: {text}")
             return
         frames, _ = self._stack
         t = result.frame
@@ -330,7 +336,8 @@ class PropagateWidget(PropagateControls):
         self.confidence_panel.redraw()
         self._enable_after_run(bool(self.confidence))
         name = self.output_layer.name if self.output_layer is not None else "the output layer"
-        ended = "failed after" if self._failed else "stopped after" if self._done < self._total else "done:"
+        stopped = self._stopped or self._done < self._total  # Cancel (also before the first frame, while adapting)
+        ended = "failed after" if self._failed else "stopped after" if stopped else "done:"
         self.status_label.setText(f"{ended} {self._done} / {self._total} frames propagated into '{name}'")
         self.progress_panel.finish()
         if not self._failed:
@@ -347,6 +354,7 @@ class PropagateWidget(PropagateControls):
 
     def cancel(self, *_: Any) -> None:
         """Stop after the current frame; the frames done so far stay in the output layer."""
+        self._stopped = self.worker is not None
         self.job.stop()
 
     # ---------------------------------------------------------------------------------- navigation

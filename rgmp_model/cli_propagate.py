@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from rgmp_model.constants import ADAPT_ITERATIONS
+
 DESCRIPTION = (
     "IMAGES: a TIFF stack (also LZW/deflate compressed, ImageJ or OME hyperstacks), a zarr array or "
     "OME-Zarr group, a folder of frames (DAVIS layout) or one image. A stack with time and z axes "
@@ -86,9 +88,10 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
                    help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.add_argument("--adapt", type=int, default=0, metavar="N",
+    p.add_argument("--adapt", type=int, nargs="?", const=ADAPT_ITERATIONS, default=0, metavar="N",
                    help="test-time adaptation: first fine-tune a copy of the model on the keyframes for N "
-                   "iterations, in memory (the model file is not changed); 0 = off (default)")
+                   f"iterations (--adapt alone: {ADAPT_ITERATIONS}), in memory (the model file is not changed); "
+                   "0 = off (default)")
 
 
 def default_checkpoint() -> Path:

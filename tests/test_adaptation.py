@@ -126,3 +126,18 @@ def test_pairs_of_a_grey_stack_in_region_mode_are_shown_as_region_mode_shows_cro
         assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["previous_mask"], b["previous_mask"])
         assert float(b["reference_frame"].amin()) == 0.0 and float(b["reference_frame"].amax()) == 1.0
         assert not torch.equal(a["frame"], b["frame"])
+
+
+def test_adapting_is_a_generator_whose_early_close_keeps_the_network(stack, checkpoint) -> None:
+    session = open_session(checkpoint, stack.frames, PropagationOptions(device="cpu", adapt=4))
+    session.set_keyframes({0: stack.labels[0]})
+    base, network = session.model, session.network
+    steps = session.adapting()
+    assert next(steps)[:2] == (1, 4)
+    steps.close()  # stopped after one step: nothing kept
+    assert session.model is base and session.network is network and session.adaptation.model is None
+    assert session.adapt(should_stop=lambda: True) is False and session.model is base
+    seen = []
+    assert session.adapt(on_progress=lambda i, n, loss: seen.append(i)) is True and seen == [1, 2, 3, 4]
+    assert session.model is session.adaptation.model and session.network is not network
+    assert list(session.adapting()) == [] and session.adapt() is False  # still valid: no step

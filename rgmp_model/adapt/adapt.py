@@ -16,19 +16,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from rgmp_model.constants import ADAPT_ITERATIONS
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.nn.network import RGMP
 
 from .keyframe_pairs import KeyframePairDataset, KeyframeStills, keyframe_crop
 from .loss import pair_loss
 
-__all__ = ["AdaptOptions", "AdaptationError", "adapt_model"]
+__all__ = ["AdaptOptions", "AdaptStep", "AdaptationError", "adapt_model", "adaptation_steps"]
 
 AdaptProgress = Callable[[int, int, float], None]  # (iteration, total, loss)
 
@@ -45,7 +47,7 @@ class AdaptOptions:
     ``region_view``: grey pairs are stretched per crop as region mode shows crops to the network
     (:mod:`rgmp_model.inference.crop_contrast`), for a stack that runs in region mode."""
 
-    iterations: int = 50
+    iterations: int = ADAPT_ITERATIONS
     lr: float = 5e-5
     batch_size: int = 4
     crop_size: int = 256
@@ -60,15 +62,23 @@ class AdaptOptions:
                              f"{self.iterations}, {self.batch_size}, {self.crop_size}, {self.lr}")
 
 
-def adapt_model(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray],
-                options: AdaptOptions = AdaptOptions(), *, device: torch.device | str | None = None,
-                autocast_dtype: torch.dtype | None = None, on_progress: AdaptProgress | None = None,
-                should_stop: Callable[[], bool] | None = None) -> RGMP:
-    """A copy of ``model`` trained on ``keyframes`` ({frame index: (H, W) integer labels} of
-    ``frames``) for ``options.iterations`` steps, in eval mode on ``device`` (default the model's).
-    ``on_progress(iteration, total, loss)`` after each step; ``should_stop()`` ends early (the
-    copy trained so far is returned). Raises AdaptationError for no keyframe or a loss that is
-    not finite (the model is then unusable: lower the learning rate)."""
+class AdaptStep(NamedTuple):
+    """One step of :func:`adaptation_steps`: ``iteration`` of ``total`` done, its ``loss``, and
+    the copy trained so far (in train mode until the caller takes it)."""
+
+    iteration: int
+    total: int
+    loss: float
+    model: RGMP
+
+
+def adaptation_steps(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray],
+                     options: AdaptOptions = AdaptOptions(), *, device: torch.device | str | None = None,
+                     autocast_dtype: torch.dtype | None = None) -> Iterator[AdaptStep]:
+    """Train a copy of ``model`` on ``keyframes`` ({frame index: (H, W) integer labels} of
+    ``frames``), one :class:`AdaptStep` per step of ``options.iterations``, on ``device`` (default
+    the model's): the caller shows progress between steps and may stop early. Raises
+    AdaptationError for no keyframe (before the first step) or a loss that is not finite."""
     if not keyframes:
         raise AdaptationError("adaptation needs labelled frames: label at least one frame (a keyframe) first")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -83,13 +93,11 @@ def adapt_model(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndar
     optimizer = torch.optim.Adam(parameters, lr=options.lr)
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
-    with torch.enable_grad():
-        for iteration in range(1, options.iterations + 1):
-            if should_stop is not None and should_stop():
-                break
-            start = (iteration - 1) * options.batch_size
-            samples = [dataset[k] for k in range(start, start + options.batch_size)]
-            batch = {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
+    for iteration in range(1, options.iterations + 1):
+        start = (iteration - 1) * options.batch_size
+        samples = [dataset[k] for k in range(start, start + options.batch_size)]
+        batch = {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
+        with torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 output = adapted(batch["reference_frame"], batch["reference_mask"], batch["frame"],
@@ -101,6 +109,26 @@ def adapt_model(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndar
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 10.0)
             optimizer.step()
-            if on_progress is not None:
-                on_progress(iteration, options.iterations, float(loss.detach()))
+        yield AdaptStep(iteration, options.iterations, float(loss.detach()), adapted)
+
+
+def adapt_model(model: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray],
+                options: AdaptOptions = AdaptOptions(), *, device: torch.device | str | None = None,
+                autocast_dtype: torch.dtype | None = None, on_progress: AdaptProgress | None = None,
+                should_stop: Callable[[], bool] | None = None) -> RGMP:
+    """:func:`adaptation_steps` run to the end: the trained copy of ``model``, in eval mode.
+    ``on_progress(iteration, total, loss)`` after each step; ``should_stop()`` ends early (the
+    copy trained so far is returned). Raises AdaptationError as :func:`adaptation_steps`."""
+    steps = adaptation_steps(model, frames, keyframes, options, device=device, autocast_dtype=autocast_dtype)
+    adapted = None
+    while should_stop is None or not should_stop():
+        step = next(steps, None)
+        if step is None:
+            break
+        adapted = step.model
+        if on_progress is not None:
+            on_progress(step.iteration, step.total, step.loss)
+    steps.close()
+    if adapted is None:  # stopped before the first step: an untrained copy
+        adapted = copy.deepcopy(model).to(device if device is not None else next(model.parameters()).device)
     return adapted.eval()

@@ -9,7 +9,7 @@ the next propagation adapt again, on all keyframes then present.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -34,14 +34,14 @@ class KeyframeAdaptation:
         return self.model is not None and all(
             t in keyframes and np.array_equal(keyframes[t], labels) for t, labels in self.learnt_from.items())
 
-    def update(self, base: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray], device: torch.device,
-               autocast_dtype: torch.dtype | None, on_progress: Callable[[int, int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, region_view: bool = False) -> RGMP | None:
-        """Adapt a copy of ``base`` on ``keyframes`` and keep it, unless the kept copy is still
-        valid (then None). ``base`` is never changed; ``region_view``: the stack's grey crops are
-        stretched as region mode shows them. ValueError when adaptation is off or there is no
-        keyframe."""
-        from rgmp_model.adapt.adapt import AdaptOptions, adapt_model
+    def steps(self, base: RGMP, frames: FrameStack, keyframes: Mapping[int, np.ndarray], device: torch.device,
+              autocast_dtype: torch.dtype | None, region_view: bool = False) -> Iterator[tuple[int, int, float]]:
+        """Adapt a copy of ``base`` on ``keyframes``, yielding ``(iteration, total, loss)`` after each
+        step; the copy is kept (:attr:`model`) only when every step has run, so a caller that stops
+        early keeps nothing. No step when the kept copy is still valid. ``base`` is never changed;
+        ``region_view``: the stack's grey crops are stretched as region mode shows them.
+        ValueError when adaptation is off or there is no keyframe."""
+        from rgmp_model.adapt.adapt import AdaptOptions, adaptation_steps
 
         if not self.iterations:
             raise ValueError("this session was opened without adaptation: open it with "
@@ -49,11 +49,12 @@ class KeyframeAdaptation:
         if not keyframes:
             raise ValueError("adaptation learns from the keyframes: add labels on at least one frame first")
         if self.is_current(keyframes):
-            return None
-        self.model = None  # a failed run leaves no stale copy behind
-        adapted = adapt_model(base, frames, keyframes, AdaptOptions(iterations=self.iterations, region_view=region_view),
-                              device=device,
-                              autocast_dtype=autocast_dtype, on_progress=on_progress, should_stop=should_stop)
-        self.model, self.runs = adapted, self.runs + 1
-        self.learnt_from = {int(t): np.array(labels, copy=True) for t, labels in keyframes.items()}
-        return adapted
+            return
+        self.model = None  # a failed or stopped run leaves no stale copy behind
+        learnt_from = {int(t): np.array(labels, copy=True) for t, labels in keyframes.items()}
+        options = AdaptOptions(iterations=self.iterations, region_view=region_view)
+        adapted = None
+        for step in adaptation_steps(base, frames, keyframes, options, device=device, autocast_dtype=autocast_dtype):
+            adapted = step.model
+            yield step.iteration, step.total, step.loss
+        self.model, self.runs, self.learnt_from = adapted.eval(), self.runs + 1, learnt_from

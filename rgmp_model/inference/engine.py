@@ -317,23 +317,36 @@ class PropagationSession:
                     on_progress(done, total)
                 yield result
 
-    def adapt(self, on_progress: Callable[[int, int, float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> bool:
-        """Test-time adaptation (``options.adapt`` iterations, ``inference/adaptation.py``): from now
-        on propagate with a copy of the network fine-tuned on the keyframes; the session's network
-        and the model file never change. ``on_progress(iteration, total, loss)``; ``should_stop()``
-        ends early. Returns whether it trained (not while the copy is still valid)."""
+    def adapting(self) -> Iterator[tuple[int, int, float]]:
+        """Test-time adaptation (``options.adapt`` iterations, ``inference/adaptation.py``) as a
+        generator of ``(iteration, total, loss)``: from its end on, propagation runs a copy of the
+        network fine-tuned on the keyframes; closed early, the network stays as it was. No step
+        while the adapted copy is still valid. The model file and the caller's network never change."""
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
         region_view = self.frames.is_grey and any(self.uses_region(t) for t in self._keyframes)
-        model = self.adaptation.update(self._base_model, self.frames, self._keyframes, self.device, dtype,
-                                       on_progress, should_stop, region_view)
-        if model is None:
-            return False
-        self.model = model
-        self.network = inference_network(model, self.device, dtype)  # folded again: the weights changed
-        self._propagator.model = self._regions.model = self.network
-        self._references.clear()  # encoded by the previous network
-        return True
+        yield from self.adaptation.steps(self._base_model, self.frames, self._keyframes, self.device, dtype,
+                                         region_view)
+        if self.adaptation.model is not None and self.model is not self.adaptation.model:
+            self.model = self.adaptation.model
+            self.network = inference_network(self.model, self.device, dtype)  # folded again: new weights
+            self._propagator.model = self._regions.model = self.network
+            self._references.clear()  # encoded by the previous network
+
+    def adapt(self, on_progress: Callable[[int, int, float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> bool:
+        """:meth:`adapting` run through: ``on_progress(iteration, total, loss)`` after each step,
+        ``should_stop()`` checked before each (stopping keeps the network as it was). Returns
+        whether an adapted network is now used and was trained by this call."""
+        runs = self.adaptation.runs
+        steps = self.adapting()
+        while should_stop is None or not should_stop():
+            step = next(steps, None)
+            if step is None:
+                break
+            if on_progress is not None:
+                on_progress(*step)
+        steps.close()
+        return self.adaptation.runs > runs
 
     @torch.inference_mode()
     def _propagate_stretch(

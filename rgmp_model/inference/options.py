@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rgmp_model.constants import NETWORK_STRIDE
+from rgmp_model.constants import ADAPT_ITERATIONS, NETWORK_STRIDE
 from rgmp_model.inference.flow import FLOW_METHODS
 from rgmp_model.inference.propagators import OFFICIAL_SCALES
 from rgmp_model.inference.plan import DIRECTIONS
