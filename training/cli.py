@@ -156,10 +156,14 @@ def _finetune_folder(config: TrainConfig, chosen_folder: bool) -> TrainConfig:
 def _check_new_out(config: TrainConfig, overwrite: bool) -> None:
     """A fine-tuning run never replaces an existing checkpoint unless asked to (after the config's
     own checks, before any work)."""
+    from rgmp_model.io.outputs import check_not_input
+
     from .finetune import check_finetune_config
 
     check_finetune_config(config)
-    out = Path(str(config.finetune.out))
+    options = config.finetune
+    out = Path(str(options.out))
+    check_not_input(out, [options.base, options.images, options.labels], "--out")  # before "exists"
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists: choose another file, or add --overwrite to replace it")
 
