@@ -217,6 +217,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+    if resolved.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: torch knows them, propagation cannot run there
+        raise ValueError(f"device {device!r} cannot run a propagation: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use 'auto' or 'cpu'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -253,7 +254,9 @@ class TiffFrames(LazyFrames):
 def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
     """Refuse a truncated TIFF (a cut copy or download) instead of reading fewer frames: every
     page's data must lie inside the file, and a shape recorded by the writer (tifffile or
-    ImageJ metadata) must match the pages found."""
+    ImageJ metadata) must match the pages found, and the last page must end the chain of pages."""
+    from rgmp_model.io.tiff_checks import check_page_chain
+
     size = path.stat().st_size
     pages = tif.pages
     for i, page in enumerate(pages):
@@ -280,6 +283,7 @@ def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
         raise ValueError(f"{path.name} is truncated: its {series.shape} {series.dtype} data need "
                          f"{series.dataoffset + series.nbytes} bytes but the file has {size}; copy or export "
                          "the file again")
+    check_page_chain(tif, path)  # a break right after a complete page, where no metadata says how many
 
 
 def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffFrames:
@@ -299,8 +303,9 @@ def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffF
             mappable = s.dataoffset is not None
             key = s.keyframe
             per_page = len(s.pages) == layout[2][0] and _frames_layout(key.shape, key.axes, path.name)[2][1:] == layout[2][1:]
-    except tifffile.TiffFileError as err:
-        raise ValueError(f"{path.name} is not a readable TIFF file ({err})") from err
+    except (tifffile.TiffFileError, struct.error) as err:  # struct.error: tifffile on a page cut inside its entry
+        raise ValueError(f"{path.name} is not a readable TIFF file ({err or 'a page is cut short'}); the file "
+                         "may be truncated: copy or export it again") from err
     if mappable:
         try:
             return _apply_layout(tifffile.memmap(path, mode="r"), layout)
