@@ -91,6 +91,10 @@ def check_finetune_config(config: TrainConfig) -> None:
                       ("out", "the path of the new checkpoint (rgmp-train finetune --out FILE)")):
         if getattr(config.finetune, key) is None:
             raise ValueError(f"finetune.{key} is not set: give {what}")
+    out = Path(str(config.finetune.out))
+    if out.is_dir():  # refused before any work: the rename at the end could not replace a folder
+        raise ValueError(f"the new checkpoint's path {out} (finetune.out, --out) is a folder: give a file path, "
+                         f"e.g. {out / 'finetuned.pt'}")
 
 
 def finetune_config(base: str | Path, out: str | Path, overrides: Sequence[str] = (), *,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from .config import TrainConfig, save_config
 from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime
 from .norm import frozen_copy, has_trainable_batchnorm, thaw_batchnorm
 from .plot import plot_training
+from .train_state import read_train_state, rng_state, set_rng_state, unusable_state, writing_checkpoint
 from .validation import validate
 
 ObjectiveFactory = Callable[[RGMP], nn.Module]
@@ -108,25 +108,6 @@ def _drop_rows_after(path: Path, iteration: int) -> None:
         temporary.replace(path)
 
 
-def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class Trainer:
     """Runs ``config.optim.iterations`` steps of ``objective_factory(model)(batch) -> loss`` over
     ``dataset`` (a map-style dataset whose item k depends only on k).
@@ -172,24 +153,34 @@ class Trainer:
         return autocast, torch.amp.GradScaler(device.type, enabled=enabled and dtype == torch.float16)
 
     def _resume(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        self.history = TrainingHistory(
-            state["iteration"], [tuple(x) for x in state["losses"]], [tuple(x) for x in state["validation"]]
-        )
+        state = read_train_state(self.state_path)  # training/train_state.py: a message for a damaged file
+        try:
+            model.load_state_dict(state["model"], strict=True)
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            history = TrainingHistory(
+                state["iteration"], [tuple(x) for x in state["losses"]], [tuple(x) for x in state["validation"]]
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+            raise unusable_state(self.state_path, f"it does not fit this run's model and optimiser ({error})") from error
+        self.history = history
         self._saved_iteration = state["iteration"]
 
     def _save_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        kept = (f"the previous {self.state_path.name} (iteration {self._saved_iteration}) is kept" if
+                self._saved_iteration is not None and self.state_path.is_file() else "no training state was saved")
+        with writing_checkpoint(self.state_path, self.history.iteration, kept):
+            self._write_state(model, optimizer, scaler)
+
+    def _write_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         atomic_save(
             {
                 "iteration": self.history.iteration,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "losses": self.history.losses,
                 "validation": self.history.validation,
                 "config": self.config.to_dict(),
@@ -392,7 +383,9 @@ class Trainer:
             **self.metadata,
             **(extra or {}),
         }
-        save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
+        kept = f"{'the previous file is kept; ' if path.is_file() else ''}{self.state_path.name} holds the training state"
+        with writing_checkpoint(path, self.history.iteration, kept):
+            save_checkpoint(path, frozen_copy(model) if has_trainable_batchnorm(model) else model, metadata)
 
     def _finish(self, runtime: Runtime, model: RGMP) -> Path:
         path = self.output_dir / "model.pt"

@@ -176,6 +176,11 @@ def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", Checkpoi
     if wrong:  # checked before anything of the claimed size is allocated
         raise ValueError(f"{path}: the weights do not fit a {config.backbone} RGMP network as its config describes: "
                          f"{_listing(wrong)}; the file is damaged or was edited")
+    wrong = [f"{k} {v.dtype} (expected {expected[k].dtype})" for k, v in state_dict.items()
+             if v.is_floating_point() != expected[k].is_floating_point() or v.is_complex() or v.dtype == torch.bool]
+    if wrong:
+        raise ValueError(f"{path}: weights of the wrong type: {_listing(wrong)}; the file is damaged or was edited: "
+                         "export it again")
     non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise ValueError(f"{path} holds NaN or infinite weights ({_listing(non_finite)}): it comes from a "
@@ -183,14 +188,19 @@ def _read(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", Checkpoi
     return config, state_dict, info
 
 
-def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path")
-    from rgmp_model.nn.models import check_file_record  # models imports this module
+def read_torch_file(path: str | os.PathLike, advice: str = "download or export it again") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, the one way the project reads a
+    .pt file: tensors and plain data only, so a file that would run code is refused unread.
 
-    check_file_record(path)
+    Raises ValueError naming ``path``: a file holding other Python objects is called unsafe (and
+    torch's advice to turn the protection off is not repeated); a truncated or foreign file is
+    called damaged, followed by ``advice`` (what to do about it).
+    """
+    path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: check the path") from None
     except Exception as error:  # truncated file, not a torch file, disallowed pickle content
         # torch's own text names its internals and may advise disabling the protection: not repeated
         # only a pickle naming a callable (GLOBAL) is a code risk; random bytes fail the same
@@ -199,13 +209,22 @@ def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", 
             why = ("it holds Python objects other than weights, which could run code when loaded, so it was "
                    "refused unread. Use only checkpoints exported by napari-rgmp (or the authors' weights.pth)")
         else:
-            why = "it may be truncated or not a checkpoint at all: download or export it again"
+            why = f"it may be truncated or not a checkpoint at all: {advice}"
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {why}.") from error
+
+
+def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path")
+    from rgmp_model.nn.models import check_file_record  # models imports this module
+
+    check_file_record(path)
+    payload = read_torch_file(path)
     if not isinstance(payload, Mapping) or not payload:
         raise ValueError(f"{path} holds a {type(payload).__name__}, not an RGMP checkpoint")
     if payload.get("format") == CHECKPOINT_FORMAT:
         return _read_project_format(path, payload)
-    if all(isinstance(v, Tensor) for v in payload.values()):
+    if all(isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()):
         state_dict, source = _from_authors_layout(OrderedDict(payload))
         config = _infer_config(state_dict)
         return config, state_dict, CheckpointInfo(path, config, source, state_dict_sha256(payload))
@@ -227,16 +246,46 @@ def _read_project_format(
     for key in ("config", "state_dict", "sha256"):
         if key not in payload:
             raise ValueError(f"{path} is a napari-rgmp checkpoint without {key!r}: the file is damaged")
-    config = ModelConfig.from_dict(dict(payload["config"]))
-    state_dict = OrderedDict(payload["state_dict"])
+    config = _config_of(path, payload["config"])
+    state_dict = _tensors_of(path, payload["state_dict"])
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"{path}: its metadata is a {type(metadata).__name__}, not a mapping: the file is damaged "
+                         "or was edited; export it again")
     digest = state_dict_sha256(state_dict)
     if digest != payload["sha256"]:
         raise ValueError(
             f"{path}: the weights' sha256 {digest[:12]}... differs from the recorded "
             f"{str(payload['sha256'])[:12]}...: the file is corrupted, copy it again"
         )
-    info = CheckpointInfo(path, config, "napari-rgmp", digest, dict(payload.get("metadata") or {}))
+    info = CheckpointInfo(path, config, "napari-rgmp", digest, dict(metadata))
     return config, state_dict, info
+
+
+def _config_of(path: Path, values: Any) -> ModelConfig:
+    """The checkpoint's ``config`` entry as a ModelConfig, or a ValueError naming the file."""
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+        raise ValueError(f"{path}: its config is a {type(values).__name__}, not a mapping of names: the file is "
+                         "damaged or was edited; export it again")
+    try:
+        return ModelConfig.from_dict(dict(values))
+    except (TypeError, ValueError) as error:  # unknown keys, a list as the backbone, channels as text, ...
+        raise ValueError(f"{path}: its config {dict(values)!r} does not describe an RGMP network ({error}): the "
+                         "file is damaged or was edited; export it again") from error
+
+
+def _tensors_of(path: Path, values: Any) -> "OrderedDict[str, Tensor]":
+    """The checkpoint's ``state_dict`` entry, every key a name and every value a tensor, or a
+    ValueError naming the file and the first keys that are not."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{path}: its state_dict is a {type(values).__name__}, not a mapping of weights: the "
+                         "file is damaged or was edited; export it again")
+    wrong = [f"{k!r} ({type(v).__name__})" for k, v in values.items()
+             if not isinstance(k, str) or not isinstance(v, Tensor) or v.layout != torch.strided or v.is_meta]
+    if wrong:
+        raise ValueError(f"{path}: its state_dict holds values that are not tensors: {_listing(wrong)}; the file is "
+                         "damaged or was edited: export it again")
+    return OrderedDict(values)
 
 
 def _from_authors_layout(
