@@ -32,8 +32,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def error_message(error: BaseException, options: dict[str, Any] | None = None) -> str:
     """What to tell the user about an error raised by a fine-tuning run with ``options``."""
+    from .run_guard import JobFailed
+
     if is_out_of_memory(error):
         return out_of_memory_message(options)
+    if isinstance(error, JobFailed):  # an unexpected error, worded by the dock jobs' boundary
+        return str(error)
     if isinstance(error, (ValueError, FileNotFoundError)):
         return str(error)
     return f"fine-tuning failed ({type(error).__name__}: {error})"

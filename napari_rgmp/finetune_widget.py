@@ -37,6 +37,7 @@ from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
 from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
 from .finetune_job import LabelSnapshot, error_message, run_finetune
+from .run_guard import JobFailed, guarded_call
 from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
@@ -308,8 +309,10 @@ class FinetuneWidget(ScrollDock):
             relay.progressed.emit(iteration, total, loss)
 
         worker_box: list[Any] = []
+        what = (f"fine-tuning {Path(request['base']).name} on '{self.image_combo.currentText()}' and "
+                f"'{self.labels_combo.currentText()}'")
         worker = self.workers.track(create_worker(
-            run_finetune, **request, on_progress=on_progress,
+            guarded_call, what, run_finetune, **request, on_progress=on_progress,
             should_stop=lambda: stop.is_set() or any(w.abort_requested for w in worker_box),
             _start_thread=False,
             _connect={"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished},
@@ -360,7 +363,8 @@ class FinetuneWidget(ScrollDock):
         show_info(f"fine-tuned checkpoint saved to {path}{early}")
 
     def _on_errored(self, error: BaseException) -> None:
-        logger.error("fine-tuning failed", exc_info=error)
+        if not isinstance(error, JobFailed):  # a JobFailed was logged with its traceback by run_guard
+            logger.error("fine-tuning failed", exc_info=error)
         message = error_message(error, self._options)
         self.status_label.setText(f"failed: {message}")
         show_error(message)

@@ -10,6 +10,7 @@ import numpy as np
 
 from rgmp_model.inference.options import PropagationOptions
 from rgmp_model.inference.session import open_session
+from rgmp_model.steps import step
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SessionKeeper:
         """The kept session when it fits ``job``, else a new one (loads the model: worker only)."""
         if self.session is None or self.key != job.key:
             self.key, self.session = None, None  # the old session's memory goes first
+            step(f"loading the model {job.checkpoint} and opening the stack")
             self.session = open_session(job.checkpoint, job.frames, job.options)
             self.key = job.key
         return self.session
@@ -90,15 +92,19 @@ def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobRes
     report the others as crashes with a traceback."""
     try:
         session = keeper.session_for(job)
+        step(f"setting the keyframes {sorted(job.keyframes) or sorted(job.boxes)}")
         session.set_keyframes(job.keyframes, job.boxes)
         if job.options.adapt:  # stopped here (Cancel), the session keeps its network as it was
-            for step in session.adapting():
-                yield AdaptationStep(*step)
+            step("adapting the model to the keyframes")
+            for adaptation in session.adapting():
+                yield AdaptationStep(*adaptation)
         total = session.total_frames(from_keyframes=job.from_keyframes)
+        step("propagating the first frame")
         for t, labels, confidence in session.propagate(from_keyframes=job.from_keyframes):
             yield JobResult(t, labels, confidence, total)
+            step(f"propagating the frame after frame {t}")
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
-        return user_message(error)
+        return user_message(error)  # anything else: napari_rgmp.run_guard, around this generator
     return None
 
 

@@ -37,6 +37,7 @@ from .open_labels import open_chosen_labels
 from .output_store import OutputPolicy, prepare_output_layer
 from .propagate_controls import NEW_LAYER, PropagateControls
 from .propagate_job import AdaptationStep, JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
+from .run_guard import guarded_generator
 from .workers import DockWorkers, quit_worker
 
 STARTING = "starting: loading the model..."
@@ -234,7 +235,10 @@ class PropagateWidget(PropagateControls):
         except (ValueError, FileNotFoundError) as error:
             show_error(str(error))
             return
-        worker = self.workers.track(create_worker(propagate_job, job, self.sessions, _start_thread=False))
+        what = (f"the propagation of '{self.image_combo.currentText()}' from '{self.labels_combo.currentText()}' "
+                f"with {Path(job.checkpoint).name}")
+        worker = self.workers.track(create_worker(guarded_generator, what, propagate_job(job, self.sessions),
+                                                  _start_thread=False))
         worker.yielded.connect(self._on_result)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)

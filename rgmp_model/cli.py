@@ -12,6 +12,7 @@ from rgmp_model import __version__
 from rgmp_model.cli_errors import exit_code, user_message
 from rgmp_model.cli_batch import add_batch
 from rgmp_model.cli_propagate import add_propagate
+from rgmp_model.steps import start_steps
 
 _EPILOG = """examples:
   rgmp propagate JPEGImages/480p/blackswan --labels Annotations/480p/blackswan/00000.png \\
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_evaluate(commands)
     _add_models(commands)
     args = parser.parse_args(argv)
+    start_steps(f"starting rgmp {args.command}")  # an unexpected error names the step it came at (rgmp_model.steps)
     try:
         return args.run(args)
     except BaseException as error:  # messages, not tracebacks (rgmp_model.cli_errors); --debug: the traceback

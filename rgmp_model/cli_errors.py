@@ -49,8 +49,9 @@ def user_message(error: BaseException) -> str:
         return f"{where}{reason}"
     if is_user_error(error):
         return str(error) or type(error).__name__
-    return (f"internal error ({type(error).__name__}: {error}); please report it with the command line "
-            "(run with rgmp --debug ... for the traceback)")
+    from rgmp_model.steps import unexpected_error_message  # the step the run was at, named
+
+    return f"{unexpected_error_message(error, 'the command')} with the command line (--debug shows the traceback)"
 
 
 def exit_code(error: BaseException) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rgmp_model.constants import ADAPT_ITERATIONS
+from rgmp_model.steps import step
 
 DESCRIPTION = (
     "IMAGES: a TIFF stack (also LZW/deflate compressed, ImageJ or OME hyperstacks), a zarr array or "
@@ -248,12 +249,14 @@ def run_propagate(args: argparse.Namespace, progress: Any = None) -> int:
     from rgmp_model.io.hyperstack import open_hyperstack
     from rgmp_model.io.outputs import check_not_input
 
+    step(f"reading the images {args.images}")  # named by an unexpected error's message (rgmp_model.steps)
     images = open_hyperstack(args.images, axes=args.axes)
     view = images.along(args.axis, args.channel)
     out, kind = output_path(args)
     checkpoint = args.checkpoint or default_checkpoint()
     check_not_input(out, [args.images, args.labels, checkpoint], "--out")
     check_output(out, kind, view)
+    step(f"reading the labels {args.labels}")
     keyframes = read_keyframes(args, view)  # labels are read and checked before the model loads
     options = _options(args)
     objects = ObjectIds.from_frames([f for keys in keyframes.values() for f in keys.values()])
@@ -264,6 +267,7 @@ def run_propagate(args: argparse.Namespace, progress: Any = None) -> int:
         with warnings.catch_warnings():  # a retry with less memory is printed once, as a note
             warnings.simplefilter("ignore", MemoryRetryWarning)
             for i, keys in sorted(keyframes.items()):
+                step(f"loading the model {checkpoint} and propagating {args.images}")
                 session = open_session(checkpoint, view.frames(i), options)
                 session.set_keyframes(keys)
                 if options.adapt:

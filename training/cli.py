@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from rgmp_model.steps import start_steps
+
 from .config import CONFIG_DIR, TrainConfig
 
 DEFAULT_MODEL = "default"  # --base / --init value meaning the bundled model
@@ -61,6 +63,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         else:
             p.add_argument("--init", default=None, metavar="CKPT|default",
                            help="checkpoint to start from (model.init_checkpoint); 'default': the bundled model")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its message")
         p.add_argument("--show-config", action="store_true",
                        help="print the config file used and every setting after the overrides, then exit")
         p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES)
@@ -98,11 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv)  # --help, or the error that names the stages (exits)
     args = stages[argv[0]].parse_intermixed_args(argv[1:])  # overrides may come between options
     args.stage = argv[0]
+    start_steps(f"starting rgmp-train {args.stage}")  # an unexpected error names its step (rgmp_model.steps)
     try:
         return _run(args)
-    except (ValueError, OSError, MemoryError, KeyboardInterrupt) as error:  # worded for users: rgmp_model.cli_errors
+    except (Exception, KeyboardInterrupt) as error:  # messages, not tracebacks (rgmp_model.cli_errors); --debug: both
         from rgmp_model.cli_errors import exit_code, user_message
 
+        if args.debug:
+            raise
         prefix = "" if isinstance(error, KeyboardInterrupt) else "error: "
         print(f"rgmp-train {args.stage}: {prefix}{user_message(error)}", file=sys.stderr)
         return exit_code(error)

@@ -26,10 +26,12 @@ from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills,
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
+from rgmp_model.steps import step
 from rgmp_model.inference.labels import labelled_frames, validate_label_frame
 
 from .config import CONFIG_DIR, TrainConfig, load_config
 from .objectives import PairObjective
+from .train_state import writing_checkpoint
 from .trainer import Trainer
 
 FINETUNE_YAML = CONFIG_DIR / "finetune.yaml"
@@ -148,7 +150,9 @@ def finetune_on_stack(
     check_finetune_config(config)
     options = config.finetune
     check_not_input(options.out, [options.base, options.images, options.labels])  # never over its base or data
+    step("checking the labelled frames")
     frames = _training_frames(images, labels)  # the labels are checked before the model loads
+    step(f"loading the base checkpoint {options.base}")
     model, base_info = load_checkpoint(options.base)  # the base is read once
     source = KeyframeStills(FrameStack(images), {t: labels[t] for t in frames})
     data = config.data
@@ -173,7 +177,9 @@ def finetune_on_stack(
         # fp16 like the bundled model (half the file; loaded as float32), written atomically: a
         # failure never leaves a half-written file under ``out``.
         trained, trained_info = load_checkpoint(written)
-        out = save_checkpoint(options.out, trained, trained_info.metadata, dtype=torch.float16)
+        step(f"writing the new checkpoint {options.out}")
+        with writing_checkpoint(Path(options.out), trainer.history.iteration, f"the trained model stays in {written}"):
+            out = save_checkpoint(options.out, trained, trained_info.metadata, dtype=torch.float16)
         Path(written).unlink(missing_ok=True)
         return out
     finally:

@@ -33,6 +33,7 @@ from rgmp_model.nn.checkpoint import (
     atomic_save, load_checkpoint, read_checkpoint_info, save_checkpoint, state_dict_sha256,
 )
 from rgmp_model.nn.network import RGMP, build_rgmp
+from rgmp_model.steps import step
 
 from .config import TrainConfig, save_config
 from .distributed import ResumableDistributedSampler, Runtime, init_runtime, shutdown_runtime
@@ -216,6 +217,7 @@ class Trainer:
         optimizer = torch.optim.Adam(parameters, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         autocast, scaler = self._amp(device)
         if config.resume and self.state_path.is_file():
+            step(f"resuming from {self.state_path}")
             self._resume(model, optimizer, scaler)
         if runtime.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +242,7 @@ class Trainer:
         while self.history.iteration < total:
             if self.should_stop is not None and self.should_stop():
                 break
+            step(f"training {config.stage}, iteration {self.history.iteration + 1} of {total} in {self.output_dir}")
             batch = {k: _on_device(v, device) for k, v in next(batches).items()}
             for group in optimizer.param_groups:  # the schedule, also right after a resume
                 group["lr"] = config.optim.learning_rate(self.history.iteration)
@@ -337,6 +340,7 @@ class Trainer:
                     [[iteration, f"{loss:.6f}", self.config.optim.learning_rate(iteration - 1), f"{elapsed:.2f}", f"{samples_per_second:.2f}"]])
 
     def _validate(self, runtime: Runtime, model: RGMP) -> None:
+        step(f"validating at iteration {self.history.iteration}")
         if runtime.is_main:
             result = validate(model, self.validation_sequences, runtime.device,
                               self.config.validation.max_frames, self.config.validation.max_size)
