@@ -10,7 +10,6 @@ here at once and offered to the other docks (added to the registry) once it read
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from qtpy.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget,
 )
 
+from .weak_slots import weak_slot
 from .workers import DockWorkers, quit_worker
 
 BROWSE = "Browse..."
@@ -106,9 +106,9 @@ class CheckpointPicker(QWidget):
         self.details_button.toggled.connect(self.details_label.setVisible)
         self.combo.activated.connect(self._on_activated)
         self.combo.currentIndexChanged.connect(self._on_index_changed)
-        registry.changed.connect(self.refresh)
-        refresh, changed = weakref.WeakMethod(self.refresh), registry.changed
-        self.destroyed.connect(lambda *_: refresh() is not None and changed.disconnect(refresh()))
+        # weakly: the registry outlives every picker, and a lambda on ``destroyed`` that disconnected
+        # it ran in the middle of the garbage collection of a never-docked dock and crashed napari
+        registry.changed.connect(weak_slot(self.refresh))
         self.refresh()
 
     # ---------------------------------------------------------------------------------- choice

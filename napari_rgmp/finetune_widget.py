@@ -38,6 +38,7 @@ from .devices import available_devices
 from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
 from .finetune_job import LabelSnapshot, error_message, run_finetune
 from .run_guard import JobFailed, guarded_call
+from .weak_slots import weak_slot
 from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
@@ -80,6 +81,7 @@ class FinetuneWidget(ScrollDock):
         self._stop_event = threading.Event()
         self._output_edited = False
         self._watched: list[Any] = []
+        self._data_slot = weak_slot(self._on_layer_data)  # viewer and layer events: weakly (weak_slots.py)
         self._warned: Any = None  # the propagated layer last warned about
         self._options: dict[str, Any] = {}  # the running job's options, for its messages
         self._last_progress: tuple[int, int, float] | None = None
@@ -95,7 +97,7 @@ class FinetuneWidget(ScrollDock):
         # awaited), or deleted by Qt or garbage-collected without either.
         self.destroyed.connect(lambda *_: stop.set())
         weakref.finalize(self, stop.set)
-        self.viewer.dims.events.point.connect(self._on_point)
+        self.viewer.dims.events.point.connect(weak_slot(self._on_point))
         self._on_base_changed()
         self._on_image_changed()
 
@@ -127,7 +129,7 @@ class FinetuneWidget(ScrollDock):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
         for combo in (self.image_combo, self.labels_combo):  # follow renamed layers too
-            self.viewer.layers.events.renamed.connect(combo.refresh)
+            self.viewer.layers.events.renamed.connect(weak_slot(combo.refresh))
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -159,7 +161,7 @@ class FinetuneWidget(ScrollDock):
         self.output_path.textEdited.connect(self._on_output_edited)
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
-        self.viewer.dims.events.axis_labels.connect(self._fill_axes)
+        self.viewer.dims.events.axis_labels.connect(weak_slot(self._fill_axes))
         for name, tip in TIPS.items():
             getattr(self, name).setToolTip(tip)
 
@@ -167,11 +169,11 @@ class FinetuneWidget(ScrollDock):
     def _watch(self, layers: list[Any]) -> None:
         """Follow data edits (new data, painting) of the chosen layers."""
         for emitter in self._watched:
-            emitter.disconnect(self._on_layer_data)
+            emitter.disconnect(self._data_slot)
         self._watched = [getattr(layer.events, name) for layer in layers if layer is not None
                          for name in ("data", "paint") if hasattr(layer.events, name)]
         for emitter in self._watched:
-            emitter.connect(self._on_layer_data)
+            emitter.connect(self._data_slot)
 
     def _on_image_changed(self, *_: Any) -> None:
         self._fill_axes()

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
+from .weak_slots import weak_slot
+
 
 class LayerCombo(QComboBox):
     """Layers of ``layer_type`` (e.g. ``napari.layers.Image``) by name; ``none_text`` adds a
@@ -21,14 +23,10 @@ class LayerCombo(QComboBox):
         self.prefer = prefer
         self.excluded: set[str] = set()
         events = viewer.layers.events
+        refresh = weak_slot(self.refresh)  # a combo that is gone (dock closed or collected) is not called
         for event in (events.inserted, events.removed, events.reordered):
-            event.connect(self.refresh)
-        self.destroyed.connect(lambda *_: self._disconnect(events))
+            event.connect(refresh)
         self.refresh()
-
-    def _disconnect(self, events: Any) -> None:
-        for event in (events.inserted, events.removed, events.reordered):
-            event.disconnect(self.refresh)
 
     def refresh(self, *_: Any) -> None:
         """Re-list the layers, keeping the current choice when it still exists."""

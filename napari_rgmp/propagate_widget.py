@@ -23,7 +23,7 @@ import napari
 import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from rgmp_model.inference.labels import labelled_frames
@@ -38,6 +38,8 @@ from .output_store import OutputPolicy, prepare_output_layer
 from .propagate_controls import NEW_LAYER, PropagateControls
 from .propagate_job import AdaptationStep, JobHandle, JobResult, PropagationJob, SessionKeeper, propagate_job
 from .run_guard import guarded_generator
+from .run_watch import RunWatch
+from .weak_slots import weak_slot
 from .workers import DockWorkers, quit_worker
 
 STARTING = "starting: loading the model..."
@@ -58,6 +60,7 @@ class PropagateWidget(PropagateControls):
         self.output_policy = OutputPolicy()  # outputs above its budget (2 GiB) go to a zarr store on disk
         self.workers = DockWorkers(stop=quit_worker)  # the propagations this dock started (export, model: their own)
         self.flat_frame: int | None = None  # the frame a 2-D Labels layer belongs to (see _update_inputs)
+        self.watch: RunWatch | None = None  # the running job's layers under the user's hands (run_watch.py)
         self._build()
         self._connect()
         self.destroyed.connect(self.job.abandon)
@@ -75,8 +78,9 @@ class PropagateWidget(PropagateControls):
         self.keyframe_button.clicked.connect(self.use_current_frame_as_keyframe)
         self.confidence_panel.clicked.connect(self.go_to_frame)
         self.progress_panel.show_frame.connect(self.go_to_frame)
-        self.viewer.dims.events.axis_labels.connect(self._update_inputs)
+        self.viewer.dims.events.axis_labels.connect(weak_slot(self._update_inputs))  # weakly: weak_slots.py
         self.picker.changed.connect(self._on_model_changed)
+        self.device_combo.currentTextChanged.connect(lambda *_: self.watch and self.watch.model_changed("device"))
         self.picker.described.connect(self.max_size_spin.show_model)
         for combo in (self.image_combo, self.labels_combo, self.axis_combo, self.boxes_combo):
             combo.currentIndexChanged.connect(self._update_inputs)
@@ -189,6 +193,8 @@ class PropagateWidget(PropagateControls):
         return self.picker.path()
 
     def _on_model_changed(self, *_: Any) -> None:
+        if self.watch is not None:
+            self.watch.model_changed("model")
         self.max_size_spin.follow_model(self.picker.description())
 
     def options(self) -> PropagationOptions:
@@ -228,7 +234,7 @@ class PropagateWidget(PropagateControls):
 
     def _start(self, from_keyframe: int | None) -> None:
         if self.worker is not None:
-            show_error("a propagation is already running: wait for it or press Cancel")
+            show_info("a propagation is already running: wait for it or press Cancel (one run at a time)")
             return
         try:
             job = self._prepare(from_keyframe)
@@ -243,6 +249,9 @@ class PropagateWidget(PropagateControls):
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self.job.worker = worker
+        self.watch = RunWatch(self.viewer, self.image_combo.layer(), self.labels_combo.layer(), self.output_layer,
+                              self._stack[0].selection.axis, weak_slot(self._cancel_for), show_info,
+                              weak_slot(self.current_frame))
         self.run_button.setEnabled(False)
         self.keyframe_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -301,8 +310,8 @@ class PropagateWidget(PropagateControls):
     def _on_result(self, result: JobResult | AdaptationStep) -> None:
         """Write one frame (or show a step of adaptation). State first: refreshing the layer or the
         progress bar may process pending events, including the worker's ``finished``."""
-        if self._closed:  # the dock or viewer is closing (its canvas may be gone): no frame is written
-            return
+        if self._closed or (self.watch is not None and self.watch.cancelled):  # closing, or cancelled
+            return  # by a change to its layers (run_watch.py): no frame is written
         if isinstance(result, AdaptationStep):
             text = self.progress_panel.adapting(result.iteration, result.total)
             self.status_label.setText(f"adapting the model to the keyframes: {text}")
@@ -316,8 +325,9 @@ class PropagateWidget(PropagateControls):
         self.status_label.setText(f"running: frame {t} written ({text.split(',')[0]})")
         rate = self.progress_panel.rate(self._done)
         bar = self.job.progress
-        self.output_layer.data[frames.selection.index(t)] = result.labels
-        self.output_layer.refresh()
+        if self.watch is None or self.watch.may_write(t):  # not a frame the user painted during the run
+            self.output_layer.data[frames.selection.index(t)] = result.labels
+            self.output_layer.refresh()
         self.progress_panel.follow(t)
         if bar is not None:
             if bar.total != result.total:
@@ -335,6 +345,12 @@ class PropagateWidget(PropagateControls):
             self.job.progress.close()
             self.job.progress = None
         self.job.worker = None
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.close()
+            if watch.kept:
+                show_info(f"frames {sorted(watch.kept)} were painted during the propagation: kept as painted "
+                          "(the run's results for them were not written)")
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.confidence_panel.redraw()
@@ -344,7 +360,7 @@ class PropagateWidget(PropagateControls):
         ended = "failed after" if self._failed else "stopped after" if stopped else "done:"
         self.status_label.setText(f"{ended} {self._done} / {self._total} frames propagated into '{name}'")
         self.progress_panel.finish()
-        if not self._failed:
+        if not self._failed and (watch is None or watch.cancelled is None):
             show_info(f"RGMP: {self._done} frames propagated into '{name}'")
 
     @property
@@ -355,6 +371,13 @@ class PropagateWidget(PropagateControls):
     def _enable_after_run(self, enabled: bool) -> None:
         self.least_button.setEnabled(enabled)
         self.keyframe_button.setEnabled(enabled)
+
+    def _cancel_for(self, reason: str) -> None:
+        """The user changed the running job's layers so that it cannot go on (run_watch.py)."""
+        self._stopped = True
+        self.job.stop()
+        self.status_label.setText("cancelled: " + reason.split(":")[0])
+        show_warning(reason)
 
     def cancel(self, *_: Any) -> None:
         """Stop after the current frame; the frames done so far stay in the output layer."""
