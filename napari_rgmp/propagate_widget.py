@@ -357,7 +357,8 @@ class PropagateWidget(PropagateControls):
         self._enable_after_run(bool(self.confidence))
         name = self.output_layer.name if self.output_layer is not None else "the output layer"
         stopped = self._stopped or self._done < self._total  # Cancel (also before the first frame, while adapting)
-        ended = "failed after" if self._failed else "stopped after" if stopped else "done:"
+        ended = ("failed after" if self._failed else "cancelled after" if watch is not None and watch.cancelled
+                 else "stopped after" if stopped else "done:")
         self.status_label.setText(f"{ended} {self._done} / {self._total} frames propagated into '{name}'")
         self.progress_panel.finish()
         if not self._failed and (watch is None or watch.cancelled is None):
