@@ -220,3 +220,95 @@ def test_closing_the_dock_during_a_run_stops_it_and_writes_nothing_after(qtbot, 
     qtbot.wait(300)  # results still queued are not written
     assert written(output.data) == at_close and len(at_close) < T - 1
     assert not viewer.layers["objects"].data[1:].any()
+
+
+# ------------------------------------------------------------------------------------------ the jobs' boundary
+def test_an_unexpected_error_in_the_propagation_job_is_one_notification_and_a_log_entry(
+        make_napari_viewer, qtbot, checkpoint, clip, caplog, monkeypatch) -> None:
+    from napari_rgmp import propagate_job
+
+    def bug(*_, **__):
+        raise KeyError("channels")
+
+    monkeypatch.setattr(propagate_job, "open_session", bug)
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="clip", rgb=True)
+    labels = np.zeros(clip.labels.shape, np.uint16)
+    labels[0] = clip.labels[0]
+    viewer.add_labels(labels, name="objects")
+    widget = PropagateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(checkpoint)
+    widget.device_combo.setCurrentText("cpu")
+    start = len(notification_manager.records)
+    with caplog.at_level(logging.ERROR, logger="napari_rgmp"):
+        widget.run()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    errors = notices(start, "ERROR")
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"the propagation of 'clip' from 'objects' with {checkpoint.name} failed while "
+                                f"loading the model {checkpoint}")
+    assert "unexpected error (KeyError: 'channels')" in errors[0] and "traceback is in the napari log" in errors[0]
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)  # the traceback, in the log
+    assert widget.status_label.text().startswith("failed after 0")
+    assert not viewer.layers["objects"].data[1:].any()
+
+
+def test_an_unexpected_error_in_the_finetune_job_is_one_notification_and_a_log_entry(
+        make_napari_viewer, qtbot, checkpoint, clip, caplog, monkeypatch, tmp_path) -> None:
+    from napari_rgmp.finetune_widget import FinetuneWidget
+    from training import finetune
+
+    def bug(*_, **__):
+        from rgmp_model.steps import step
+
+        step("training finetune, iteration 3 of 4")
+        raise AttributeError("'int' object has no attribute 'detach'")
+
+    monkeypatch.setattr(finetune, "finetune_on_stack", bug)
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames[:4], name="clip", rgb=True)
+    labels = np.zeros(clip.labels[:4].shape, np.uint16)
+    labels[0] = clip.labels[0]
+    viewer.add_labels(labels, name="objects")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_base_checkpoint(checkpoint)
+    widget.set_output(tmp_path / "tuned.pt")
+    widget.device.setCurrentText("cpu")
+    start = len(notification_manager.records)
+    with caplog.at_level(logging.ERROR, logger="napari_rgmp"):
+        assert widget.run() is not None
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    errors = notices(start, "ERROR")
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"fine-tuning {checkpoint.name} on 'clip' and 'objects' failed while training "
+                                "finetune, iteration 3 of 4: an unexpected error (AttributeError")
+    assert any(r.exc_info and r.exc_info[0] is AttributeError for r in caplog.records)
+    assert not (tmp_path / "tuned.pt").exists()
+
+
+def test_a_dock_never_docked_and_collected_while_its_picker_reads_models_is_harmless(
+        make_napari_viewer, qtbot, checkpoint, clip) -> None:
+    """Garbage-collecting such a dock ran a lambda connected to ``destroyed`` in the middle of the
+    collection and crashed the process (a segmentation fault); the docks now connect weakly."""
+    import gc
+
+    from napari_rgmp.finetune_widget import FinetuneWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="clip", rgb=True)
+    for _ in range(2):
+        widgets = [PropagateWidget(viewer), FinetuneWidget(viewer)]
+        del widgets
+        gc.collect()
+    qtbot.wait(50)
+    viewer.add_labels(np.zeros(clip.labels.shape, np.uint16), name="l")  # events the collected docks had followed
+    viewer.dims.axis_labels = ("t", "y", "x")
+    viewer.dims.set_current_step(0, 2)
+    viewer.layers["clip"].data = clip.frames[::-1].copy()
+    viewer.layers.remove("l")
+    from napari_rgmp.checkpoints import registry
+
+    registry.add(checkpoint)
+    qtbot.wait(100)
