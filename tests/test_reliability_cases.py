@@ -199,3 +199,15 @@ def test_finetune_on_stack_refuses_an_existing_folder_as_out_before_training(tmp
         finetune_on_stack(images, labels, config)
     assert_user_message(str(caught.value), f"{out}", "is a folder: give a file path", "finetuned.pt")
     assert list(out.iterdir()) == [] and not (tmp_path / "work").exists()
+
+
+def test_a_runtime_error_that_is_not_a_failed_write_is_not_reported_as_a_full_disk(tmp_path) -> None:
+    from training.train_state import CheckpointWriteError, writing_checkpoint
+
+    with pytest.raises(RuntimeError, match="illegal memory access") as caught:
+        with writing_checkpoint(tmp_path / "last.pt", 3, "nothing was kept"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    assert not isinstance(caught.value, CheckpointWriteError)
+    with pytest.raises(CheckpointWriteError, match=r"last.pt could not be written at iteration 3 \(the write failed"):
+        with writing_checkpoint(tmp_path / "last.pt", 3, "nothing was kept"):
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")

@@ -26,6 +26,7 @@ from rgmp_model.nn.checkpoint import read_torch_file
 __all__ = ["STATE_KEYS", "CheckpointWriteError", "read_train_state", "rng_state", "set_rng_state", "unusable_state",
            "writing_checkpoint"]
 
+_SHORT_WRITE = ("inline_container", "PytorchStreamWriter", "file write failed", "unexpected pos")  # torch's words
 STATE_KEYS = ("iteration", "model", "optimizer", "scaler", "rng", "losses", "validation")
 
 
@@ -91,8 +92,9 @@ def writing_checkpoint(path: Path, iteration: int, kept: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as error:
-        if isinstance(error, CheckpointWriteError):
-            raise
+        if isinstance(error, CheckpointWriteError) or (
+                not isinstance(error, OSError) and not any(mark in str(error) for mark in _SHORT_WRITE)):
+            raise  # a RuntimeError that is not a failed write (e.g. from CUDA) is not reported as one
         raise CheckpointWriteError(
             f"{path} could not be written at iteration {iteration} ({_reason(error, path)}); {kept}. "
             f"Free space in {path.parent} (or choose another output_dir) and start the same command again"

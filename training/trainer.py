@@ -171,23 +171,18 @@ class Trainer:
     def _save_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         kept = (f"the previous {self.state_path.name} (iteration {self._saved_iteration}) is kept" if
                 self._saved_iteration is not None and self.state_path.is_file() else "no training state was saved")
+        payload = {
+            "iteration": self.history.iteration,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_state(),
+            "losses": self.history.losses,
+            "validation": self.history.validation,
+            "config": self.config.to_dict(),
+        }
         with writing_checkpoint(self.state_path, self.history.iteration, kept):
-            self._write_state(model, optimizer, scaler)
-
-    def _write_state(self, model: RGMP, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        atomic_save(
-            {
-                "iteration": self.history.iteration,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                "losses": self.history.losses,
-                "validation": self.history.validation,
-                "config": self.config.to_dict(),
-            },
-            self.state_path,
-        )
+            atomic_save(payload, self.state_path)
 
     # --------------------------------------------------------------------------------- run
     def fit(self) -> Path:
