@@ -113,14 +113,20 @@ def test_huge_label_ids_never_size_an_allocation() -> None:
     assert item["reference_mask"].sum() > 0
 
 
-def test_a_session_never_moves_the_callers_network_in_place() -> None:
+def test_a_session_never_moves_the_callers_network_in_place(monkeypatch) -> None:
     from rgmp_model import PropagationSession
+    from rgmp_model.inference import engine
 
     torch.manual_seed(1)
     model = build_rgmp("resnet18", 8)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     frames = np.zeros((2, 32, 32), np.uint8)
-    session = PropagationSession(model, frames, device="meta")  # a device with no data at all
+    with pytest.raises(ValueError, match="device 'meta' cannot run a propagation"):  # refused by resolve_device
+        PropagationSession(model, frames, device="meta")
+    # a session on another device than the network's: "meta" (a device with no data at all), past the rule
+    monkeypatch.setattr(engine, "resolve_device", lambda device: torch.device("meta"))
+    session = PropagationSession(model, frames, device="cpu")
+    monkeypatch.undo()
     assert session.model is not model and next(session.model.parameters()).device.type == "meta"
     assert all(t.device.type == "cpu" for t in model.state_dict().values())
     for key, value in model.state_dict().items():
