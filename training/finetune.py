@@ -12,7 +12,6 @@ deformed previous mask). Every setting comes from the :class:`TrainConfig` (by d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 from dataclasses import dataclass
@@ -216,16 +215,14 @@ class KeyframeLabels:
 def read_training_stack(images: str | Path, labels: str | Path,
                         choice: StackChoice = StackChoice()) -> tuple[Any, KeyframeLabels]:
     """The frames (T, H, W[, C], read lazily) and the labelled frames of the files ``images`` and
-    ``labels``, read by ``rgmp propagate``'s rules (:func:`rgmp_model.cli_propagate.read_keyframes`):
+    ``labels``, read by ``rgmp propagate``'s rules (:func:`rgmp_model.io.keyframes.read_keyframes`):
     a label image belongs to frame ``choice.reference_frame`` (default 0); a label stack's labelled
     frames are all training frames unless ``reference_frame`` picks one."""
-    from rgmp_model.cli_propagate import read_keyframes
     from rgmp_model.io.hyperstack import open_hyperstack
+    from rgmp_model.io.keyframes import read_keyframes
 
     view = open_hyperstack(images, axes=choice.axes).along(choice.axis, choice.channel)
-    request = argparse.Namespace(images=Path(images), labels=Path(labels), reference_frame=choice.reference_frame,
-                                 at=choice.at)
-    keyframes = read_keyframes(request, view)
+    keyframes = read_keyframes(labels, view, images=images, reference_frame=choice.reference_frame, at=choice.at)
     if len(keyframes) > 1:
         raise ValueError(f"{labels} has labels on {len(keyframes)} {view.other_name} indices: fine-tuning trains on "
                          f"one {view.along_name} stack, choose its index with --at")
