@@ -56,6 +56,7 @@ class SessionKeeper:
         self.key: tuple | None = None
         self.session: Any = None
         self.corrections: dict[int, np.ndarray] = {}
+        self.working_size: tuple[int, int] | None = None  # (h, w) the last job's frames ran at (session.working)
 
     def session_for(self, job: PropagationJob) -> Any:
         """The kept session when it fits ``job``, else a new one (loads the model: worker only)."""
@@ -96,6 +97,7 @@ def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobRes
                 yield AdaptationStep(*step)
         total = session.total_frames(from_keyframes=job.from_keyframes)
         for t, labels, confidence in session.propagate(from_keyframes=job.from_keyframes):
+            keeper.working_size = session.working_size  # as used (refitted to small objects, or after a retry)
             yield JobResult(t, labels, confidence, total)
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
         return user_message(error)
