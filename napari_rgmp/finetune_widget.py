@@ -36,7 +36,7 @@ from training.run_folders import finetune_run_folder
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
 from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
-from .finetune_job import LabelSnapshot, error_message, run_finetune
+from .finetune_job import error_message, run_finetune, snapshot_labels
 from .layer_combo import LayerCombo
 from .layers import LayerFrames, axis_choices, image_frames, labels_frames
 from .output_store import is_propagated
@@ -287,7 +287,7 @@ class FinetuneWidget(ScrollDock):
         out = checked_output(self.output_path.text(), base)
         options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
                    "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
-        return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
+        return {"images": images, "labels": snapshot_labels(labels, frames), "base": str(base), "out": str(out),
                 "options": options, "work": str(finetune_run_folder(out))}
 
     def run(self) -> Any:

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from rgmp_model.errors import dock_message
 from rgmp_model.inference.options import PropagationOptions
 from rgmp_model.inference.session import open_session
 
@@ -72,14 +73,6 @@ class SessionKeeper:
         self.corrections.clear()
 
 
-def user_message(error: BaseException) -> str:
-    """What to tell the user about an expected failure."""
-    message = str(error)
-    if "out of memory" in message.lower() and "smaller" not in message:
-        return f"out of GPU memory: lower the working size, or run on the CPU ({message.splitlines()[0]})"
-    return message
-
-
 def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobResult]:
     """The worker's generator: the kept (or a new) session, made to hold the job's keyframes
     (box starts are refined by the network; unchanged keyframes are not encoded again), then
@@ -100,7 +93,7 @@ def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobRes
             keeper.working_size = session.working_size  # as used (refitted to small objects, or after a retry)
             yield JobResult(t, labels, confidence, total)
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
-        return user_message(error)
+        return dock_message(error)
     return None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rgmp_model.constants import ADAPT_ITERATIONS
+from rgmp_model.inference.choices import DEFAULT_DIRECTION, DEFAULT_REGION, DIRECTIONS, FLOW_METHODS, PRECISIONS, REGION_MODES
 from rgmp_model.io.outputs import OUTPUT_FORMATS
 
 DESCRIPTION = (
@@ -70,7 +71,7 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
                    help="the index of the other axis a 2-D or 3-D LABELS file belongs to (time and z stacks)")
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="the channel to propagate on, for images with channels other than 1 or 3 (RGB)")
-    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--direction", choices=DIRECTIONS, default=DEFAULT_DIRECTION)
     p.add_argument("--official", action="store_true",
                    help="the authors' procedure: objects one by one, background pass, 3 scales")
     p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
@@ -78,16 +79,16 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
                    help="bound on the longer side of the working resolution; 0 = full size (default: "
                    "the model's working_size metadata when it has one, larger for small objects up to full "
                    "size or 512 px; else full size)")
-    p.add_argument("--region", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--region", choices=REGION_MODES, default=DEFAULT_REGION,
                    help="region mode for many small objects (one full-resolution crop per object): auto "
                    "decides from the keyframe's objects and frame size")
     p.add_argument("--split-divisions", action="store_true",
                    help="in region mode, a part that separates from an object becomes a new object with "
                    "its parent recorded (res_track.txt parents with --format ctc)")
-    p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
+    p.add_argument("--flow", choices=FLOW_METHODS, default=None,
                    help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     p.add_argument("--adapt", type=int, nargs="?", const=ADAPT_ITERATIONS, default=0, metavar="N",
                    help="test-time adaptation: first fine-tune a copy of the model on the keyframes for N "
                    f"iterations (--adapt alone: {ADAPT_ITERATIONS}), in memory (the model file is not changed); "

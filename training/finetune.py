@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills, keyframe_crop
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
-from rgmp_model.inference.labels import labelled_frames, validate_label_frame
+from rgmp_model.inference.labels import KeyframeLabels, labelled_frames, validate_label_frame
 
 from .config import CONFIG_DIR, TrainConfig, load_config
 from .objectives import PairObjective
@@ -190,26 +189,6 @@ class StackChoice:
     axis: str | None = None
     axes: str | None = None
     channel: int | None = None
-
-
-class KeyframeLabels:
-    """A label stack of ``shape`` (T, H, W) holding ``keyframes`` ({frame: (H, W) labels}) and 0 on
-    every other frame, without storing the empty frames (keyframes are checked where they are used)."""
-
-    def __init__(self, keyframes: dict[int, np.ndarray], shape: tuple[int, int, int]) -> None:
-        self.keyframes = dict(keyframes)
-        self.dtype = np.result_type(*(k.dtype for k in self.keyframes.values()))
-        self.shape = tuple(int(n) for n in shape)
-        self.ndim = 3
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        if not -self.shape[0] <= t < self.shape[0]:
-            raise IndexError(f"frame {t} is outside 0..{self.shape[0] - 1}")
-        found = self.keyframes.get(int(t) % self.shape[0])
-        return found if found is not None else np.zeros(self.shape[1:], self.dtype)
 
 
 def read_training_stack(images: str | Path, labels: str | Path,

@@ -85,7 +85,7 @@ class PropagationSession:
         self.model = model_on_device(model, self.device)
         object_batch = self.options.object_batch
         if object_batch is None and self.device.type == "cpu":
-            object_batch = 1  # see inference.py: batching objects is slower on CPUs
+            object_batch = 1  # see inference/propagators.py: batching objects is slower on CPUs
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
         self.network = inference_network(self.model, self.device, dtype)  # BatchNorm folded (nn/inference.py)
         propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator

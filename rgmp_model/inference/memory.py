@@ -27,26 +27,14 @@ from typing import Callable, TypeVar
 
 import torch
 
+from rgmp_model.errors import OutOfMemory, is_out_of_memory  # the one test of a failed allocation
+
 __all__ = ["MemoryGuard", "MemoryRetryWarning", "OutOfMemory", "is_out_of_memory"]
 T = TypeVar("T")
-_MESSAGES = ("out of memory", "can't allocate memory", "unable to allocate")
-
-
-class OutOfMemory(RuntimeError, MemoryError):
-    """Propagation ran out of memory again after its retry (the message says what to try)."""
 
 
 class MemoryRetryWarning(UserWarning):
     """A frame ran out of memory and was retried with less (the message says how)."""
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says that an allocation failed (GPU, CPU or numpy), not another failure."""
-    if isinstance(error, OutOfMemory):
-        return False  # already the final word
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _MESSAGES)
 
 
 def free_memory(device: torch.device) -> None:

@@ -19,15 +19,13 @@ from typing import Any
 import torch
 
 from rgmp_model.constants import NETWORK_STRIDE
-from rgmp_model.inference.flow import FLOW_METHODS
 from rgmp_model.inference.propagators import OFFICIAL_SCALES
-from rgmp_model.inference.plan import DIRECTIONS
+from rgmp_model.inference.choices import (  # noqa: F401 - importable from here too
+    DEFAULT_REGION, DIRECTIONS, FLOW_METHODS, MODES, PRECISIONS, REGION_MODES,
+)
 from rgmp_model.inference.working_size import (  # noqa: F401 - re-exported
     FULL_SIZE, MIN_MAX_SIZE, SMALL_OBJECT_CEILING, SMALL_OBJECT_SIDE, WorkingSize,
 )
-MODES = ("default", "official")
-REGION_MODES = ("auto", "on", "off")  # region mode (inference/region.py): chosen per stretch, forced on, never
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
 MAX_ADAPT = 10_000  # iterations of test-time adaptation at most (a guard against typos)
 
@@ -70,7 +68,7 @@ class PropagationOptions:
     precision: str = "auto"
     object_batch: int | None = None
     flow: str | None = None
-    region: str = "auto"
+    region: str = DEFAULT_REGION
     region_crop_size: int | None = None
     split_divisions: bool = False
     adapt: int = 0
