@@ -1,19 +1,30 @@
-# `make test` is the project's one test command; CI (.ci/run) calls it on a clean clone.
+# `make test` runs the whole suite; CI (.ci/run) runs `make system-deps`, `make lint` and `make test`
+# on a clean clone. `make test-core`: the tests that need no napari GUI (no display, no xvfb).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# System packages the napari GUI tests need: an X server (xvfb) and OpenGL/Qt libraries.
+# System packages the napari GUI tests need: an X server (xvfb) and OpenGL/Qt libraries (make system-deps).
 GUI_PACKAGES := xvfb libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
 	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libdbus-1-3
 PYTEST_ARGS ?=
 
-.PHONY: test venv gui-deps screenshots demo soak clean
+.PHONY: test test-core lint venv system-deps screenshots demo soak clean
 
-test: venv gui-deps
+# The whole suite under a virtual X server (`make system-deps` installs xvfb and the GL libraries).
+test: venv
+	@command -v xvfb-run >/dev/null || { echo "make test: xvfb-run is missing: run 'make system-deps' (as root) first"; exit 2; }
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS)
 
+# The tests that need no napari GUI (the `gui` marker, tests/conftest.py): no display, no xvfb.
+test-core: venv
+	$(PY) -m pytest -m "not gui" $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]), over the whole tree.
+lint: venv
+	$(PY) -m ruff check .
+
 # PNGs of the real viewer at 1280x800 with both widgets docked, before and after a propagation (README).
-screenshots: venv gui-deps
+screenshots: venv system-deps
 	xvfb-run -a -s "-screen 0 1280x800x24" $(PY) scripts/screenshots.py docs/images
 
 # napari with the synthetic time-lapse, its frame-0 labels and the Propagate widget (default model):
@@ -46,7 +57,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev,all,train]"
 	touch $@
 
-gui-deps:
+# Installs (apt, needs root) the system packages of the GUI tests that are missing; CI calls it.
+system-deps:
 	@missing=""; for p in $(GUI_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \

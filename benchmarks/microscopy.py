@@ -90,7 +90,7 @@ def propagate_modes(args: argparse.Namespace) -> None:
     (fps_on, jf_on, dim_on), (fps_off, jf_off, dim_off) = results["on"], results["off"]
     print(f"\nregion / full-frame speed: {fps_on / fps_off:.1f}x; J&F difference {jf_on - jf_off:+.3f}; "
           f"dimmest tenth {dim_on - dim_off:+.3f}")
-    for text, ok in ((f"region mode at least 10x faster", fps_on >= 10 * fps_off),
+    for text, ok in (("region mode at least 10x faster", fps_on >= 10 * fps_off),
                      ("J&F not lower by more than 0.02", jf_on >= jf_off - 0.02),
                      ("dimmest tenth at least as good", dim_on >= dim_off)):
         print(f"{'PASS' if ok else 'FAIL'}: {text}")

@@ -5,7 +5,7 @@ Importing this package is cheap: torch is only imported by the widgets when they
 
 import sys as _sys
 
-__version__ = "0.1.0"
+from rgmp_model import __version__  # noqa: F401 - written once, in rgmp_model (pyproject reads it there)
 
 if "napari" in _sys.modules and "triton" not in _sys.modules:
     # torchvision imports triton (through torch._dynamo), and triton's bundled LLVM crashes a

@@ -43,10 +43,10 @@ class ExportJob:
 
 def write_label_tiff(path: str, labels: Any) -> None:
     """An N-D (..., H, W) label array -> one label TIFF, written one 2-D frame at a time."""
-    from rgmp_model.io.label_io import LabelStackWriter
+    from rgmp_model.io.outputs import open_writer
 
     shape = tuple(int(n) for n in labels.shape)
-    with LabelStackWriter(path, shape, np.dtype(labels.dtype)) as writer:
+    with open_writer(path, "tif", shape, labels.dtype) as writer:
         for index in np.ndindex(*shape[:-2]):
             writer[index] = np.asarray(labels[index])
 

@@ -9,38 +9,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rgmp_model.inference.labels import KeyframeLabels
+from rgmp_model.errors import FINETUNE_OUT_OF_MEMORY as OUT_OF_MEMORY  # noqa: F401 - the dock's wording
+from rgmp_model.errors import finetune_message as error_message  # noqa: F401
+
 from .layers import LayerFrames
 
-OUT_OF_MEMORY = "out of memory while fine-tuning"
 KEPT_STATE = "checkpoints"  # the trainer's resumable state in the work folder: removed (the dock cannot resume)
-
-
-def out_of_memory_message(options: dict[str, Any] | None = None) -> str:
-    """What to try when fine-tuning ran out of memory, with the values that were used."""
-    options = options or {}
-    batch = f" (now {options['batch_size']})" if "batch_size" in options else ""
-    crop = f" (now {options['crop_size'][0]} px)" if "crop_size" in options else ""
-    return (f"{OUT_OF_MEMORY}: lower the batch size{batch} or the crop size{crop}, or choose the CPU as device "
-            "(slower: use fewer iterations). The base checkpoint is unchanged and no checkpoint was saved")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
-            or "out of memory" in text or "out of gpu memory" in text or "can't allocate memory" in text)
-
-
-def error_message(error: BaseException, options: dict[str, Any] | None = None) -> str:
-    """What to tell the user about an error raised by a fine-tuning run with ``options``."""
-    from .run_guard import JobFailed
-
-    if is_out_of_memory(error):
-        return out_of_memory_message(options)
-    if isinstance(error, JobFailed):  # an unexpected error, worded by the dock jobs' boundary
-        return str(error)
-    if isinstance(error, (ValueError, FileNotFoundError)):
-        return str(error)
-    return f"fine-tuning failed ({type(error).__name__}: {error})"
 
 
 def run_finetune(images: Any, labels: Any, base: str, out: str, options: dict[str, Any], work: str,
@@ -64,20 +39,7 @@ def run_finetune(images: Any, labels: Any, base: str, out: str, options: dict[st
             Path(work).rmdir()
 
 
-class LabelSnapshot:
-    """(T, H, W) labels as they were when Run was pressed: copies of the labelled frames, zeros
+def snapshot_labels(labels: LayerFrames, frames: list[int]) -> KeyframeLabels:
+    """(T, H, W) labels as they were when Run was pressed: copies of the labelled ``frames``, zeros
     elsewhere, so painting during a run does not change its training data."""
-
-    def __init__(self, labels: LayerFrames, frames: list[int]) -> None:
-        self.shape, self.dtype, self.ndim = tuple(labels.shape), labels.dtype, len(labels.shape)
-        self._frames = {t: np.array(labels[t]) for t in frames}
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        t = int(t) + (self.shape[0] if int(t) < 0 else 0)
-        if not 0 <= t < self.shape[0]:
-            raise IndexError(f"frame {t} is outside a stack of {self.shape[0]} frames")
-        frame = self._frames.get(t)
-        return frame if frame is not None else np.zeros(self.shape[1:], self.dtype)
+    return KeyframeLabels({t: np.array(labels[t]) for t in frames}, labels.shape, labels.dtype)

@@ -36,7 +36,7 @@ from training.run_folders import finetune_run_folder
 from .checkpoint_picker import CheckpointPicker
 from .devices import available_devices
 from .finetune_defaults import OWN_OUTPUT_WARNING, TIPS, checked_learning_rate, checked_output, default_output
-from .finetune_job import LabelSnapshot, error_message, run_finetune
+from .finetune_job import error_message, run_finetune, snapshot_labels
 from .run_guard import JobFailed, guarded_call
 from .weak_slots import weak_slot
 from .layer_combo import LayerCombo
@@ -290,7 +290,7 @@ class FinetuneWidget(ScrollDock):
         out = checked_output(self.output_path.text(), base)
         options = {"iterations": self.iterations.value(), "lr": lr, "batch_size": self.batch_size.value(),
                    "crop_size": (self.crop_size.value(),) * 2, "device": self.device.currentText() or "auto"}
-        return {"images": images, "labels": LabelSnapshot(labels, frames), "base": str(base), "out": str(out),
+        return {"images": images, "labels": snapshot_labels(labels, frames), "base": str(base), "out": str(out),
                 "options": options, "work": str(finetune_run_folder(out))}
 
     def run(self) -> Any:
@@ -367,7 +367,8 @@ class FinetuneWidget(ScrollDock):
     def _on_errored(self, error: BaseException) -> None:
         if not isinstance(error, JobFailed):  # a JobFailed was logged with its traceback by run_guard
             logger.error("fine-tuning failed", exc_info=error)
-        message = error_message(error, self._options)
+        # a JobFailed is an unexpected error already worded by the dock jobs' boundary (run_guard)
+        message = str(error) if isinstance(error, JobFailed) else error_message(error, self._options)
         self.status_label.setText(f"failed: {message}")
         show_error(message)
 

@@ -130,10 +130,6 @@ class LinePlot(QWidget):
         return len(self._xs)
 
     # ------------------------------------------------------------------------------ look
-    def set_title(self, title: str) -> None:
-        self._title = title
-        self.update()
-
     def set_axis_labels(self, x_label: str = "", y_label: str = "") -> None:
         self._x_label, self._y_label = x_label, y_label
         self.update()

@@ -12,6 +12,8 @@ from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFormLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget,
 )
 
+from rgmp_model.inference.choices import DEFAULT_DIRECTION, DEFAULT_REGION, DIRECTIONS, REGION_MODES, first
+
 from .checkpoint_picker import CheckpointPicker
 from .confidence_panel import ConfidencePanel
 from .devices import available_devices
@@ -46,7 +48,7 @@ class PropagateControls(ScrollDock):
         self.keyframes_label.setWordWrap(True)
         self.flat_frame_button = QToolButton(text="use frame shown")
         self.direction_combo = QComboBox()
-        self.direction_combo.addItems(["both", "forward", "backward"])
+        self.direction_combo.addItems(first(DEFAULT_DIRECTION, DIRECTIONS))
         self.picker = CheckpointPicker("RGMP checkpoint")
         self.checkpoint_combo, self.checkpoint_info = self.picker.combo, self.picker.info_label
         self.device_combo = QComboBox()
@@ -54,7 +56,7 @@ class PropagateControls(ScrollDock):
         self.max_size_spin = WorkingSizeSpin()  # the model's working size until the user sets one
         self.multiscale_check = QCheckBox("multi-scale")
         self.region_combo = QComboBox()  # region mode: one full-resolution crop per object
-        self.region_combo.addItems(["auto", "on", "off"])
+        self.region_combo.addItems(first(DEFAULT_REGION, REGION_MODES))
         self.split_check = QCheckBox("daughter cells get new ids")
         self.adapt_check = QCheckBox("adapt to the keyframes")  # test-time adaptation before the frames
         self.output_combo = LayerCombo(self.viewer, napari.layers.Labels, none_text=NEW_LAYER)

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from rgmp_model.errors import dock_message
 from rgmp_model.inference.options import PropagationOptions
 from rgmp_model.inference.session import open_session
 from rgmp_model.steps import step
@@ -57,6 +58,7 @@ class SessionKeeper:
         self.key: tuple | None = None
         self.session: Any = None
         self.corrections: dict[int, np.ndarray] = {}
+        self.working_size: tuple[int, int] | None = None  # (h, w) the last job's frames ran at (session.working)
 
     def session_for(self, job: PropagationJob) -> Any:
         """The kept session when it fits ``job``, else a new one (loads the model: worker only)."""
@@ -71,14 +73,6 @@ class SessionKeeper:
         """Other inputs: no session and no corrections any more."""
         self.key, self.session = None, None
         self.corrections.clear()
-
-
-def user_message(error: BaseException) -> str:
-    """What to tell the user about an expected failure."""
-    message = str(error)
-    if "out of memory" in message.lower() and "smaller" not in message:
-        return f"out of GPU memory: lower the working size, or run on the CPU ({message.splitlines()[0]})"
-    return message
 
 
 def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobResult]:
@@ -101,10 +95,11 @@ def propagate_job(job: PropagationJob, keeper: SessionKeeper) -> Iterator[JobRes
         total = session.total_frames(from_keyframes=job.from_keyframes)
         step("propagating the first frame")
         for t, labels, confidence in session.propagate(from_keyframes=job.from_keyframes):
+            keeper.working_size = session.working_size  # as used (refitted to small objects, or after a retry)
             yield JobResult(t, labels, confidence, total)
             step(f"propagating the frame after frame {t}")
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
-        return user_message(error)  # anything else: napari_rgmp.run_guard, around this generator
+        return dock_message(error)  # anything else: napari_rgmp.run_guard, around this generator
     return None
 
 

@@ -319,6 +319,7 @@ class PropagateWidget(PropagateControls):
         frames, _ = self._stack
         t = result.frame
         self.confidence_panel.add(t, result.confidence)
+        self.max_size_spin.show_used(self.sessions.working_size)
         self._done += 1
         self._total = result.total  # the session's count for this job
         text = self.progress_panel.advance(self._done, self._total)

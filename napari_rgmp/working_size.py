@@ -1,5 +1,7 @@
 """The Propagate dock's "working size" control: it shows the chosen model's working size and
-means "the model's" (None) until the user sets a value (0: full size)."""
+means "the model's" (None) until the user sets a value (0: full size); after a run it also shows
+the size the session actually used (``WorkingSize``: larger for small objects, smaller after
+running out of memory)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,18 @@ class WorkingSizeSpin(QSpinBox):
 
     def _set_by_user(self, *_: Any) -> None:
         self.follows_model = False
+        self.show_used(None)
+
+    def show_used(self, size: tuple[int, int] | None) -> None:
+        """Show the (h, w) a run used beside the bound (None: nothing run with this setting yet)."""
+        text = f" px, used {size[1]}x{size[0]}" if size is not None else ""
+        if text != self.suffix():
+            self.setSuffix(text)
 
     def follow_model(self, description: Any) -> None:
         """A new model: its working size applies again."""
         self.follows_model = True
+        self.show_used(None)
         self.show_model(description)
 
     def show_model(self, description: Any) -> None:

@@ -9,7 +9,6 @@ folder, or the Cell Tracking Challenge layout), so it never has to fit in memory
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from rgmp_model.constants import ADAPT_ITERATIONS
+from rgmp_model.inference.choices import DEFAULT_DIRECTION, DEFAULT_REGION, DIRECTIONS, FLOW_METHODS, PRECISIONS, REGION_MODES
+from rgmp_model.io.outputs import OUTPUT_FORMATS
 from rgmp_model.steps import step
 
 DESCRIPTION = (
@@ -59,7 +60,7 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
         p.add_argument("--out", type=Path, default=None,
                        help="output .tif, .zarr or PNG folder, or with --format ctc a result folder (default: "
                        "<images name>_rgmp.tif, or <images name>_RES, in the current directory)")
-    p.add_argument("--format", choices=("auto", "ctc"), default="auto",
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default="auto",
                    help="auto: from OUT's suffix; ctc: the Cell Tracking Challenge layout (mask000.tif ..., "
                    "res_track.txt)")
     p.add_argument("--axis", default=None, metavar="t|z|N",
@@ -71,7 +72,7 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
                    help="the index of the other axis a 2-D or 3-D LABELS file belongs to (time and z stacks)")
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="the channel to propagate on, for images with channels other than 1 or 3 (RGB)")
-    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--direction", choices=DIRECTIONS, default=DEFAULT_DIRECTION)
     p.add_argument("--official", action="store_true",
                    help="the authors' procedure: objects one by one, background pass, 3 scales")
     p.add_argument("--multiscale", action="store_true", help="average scales 0.5, 0.75 and 1.0")
@@ -79,16 +80,16 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
                    help="bound on the longer side of the working resolution; 0 = full size (default: "
                    "the model's working_size metadata when it has one, larger for small objects up to full "
                    "size or 512 px; else full size)")
-    p.add_argument("--region", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--region", choices=REGION_MODES, default=DEFAULT_REGION,
                    help="region mode for many small objects (one full-resolution crop per object): auto "
                    "decides from the keyframe's objects and frame size")
     p.add_argument("--split-divisions", action="store_true",
                    help="in region mode, a part that separates from an object becomes a new object with "
                    "its parent recorded (res_track.txt parents with --format ctc)")
-    p.add_argument("--flow", choices=("tvl1", "ilk"), default=None,
+    p.add_argument("--flow", choices=FLOW_METHODS, default=None,
                    help="flow guidance: warp the previous mask along optical flow first (default mode only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     p.add_argument("--adapt", type=int, nargs="?", const=ADAPT_ITERATIONS, default=0, metavar="N",
                    help="test-time adaptation: first fine-tune a copy of the model on the keyframes for N "
                    f"iterations (--adapt alone: {ADAPT_ITERATIONS}), in memory (the model file is not changed); "
@@ -109,90 +110,17 @@ def default_checkpoint() -> Path:
 
 
 def output_path(args: argparse.Namespace) -> tuple[Path, str]:
-    """(path, kind): kind "ctc", "tif", "zarr" or "png" (a folder)."""
-    from rgmp_model.io.stack_io import TIFF_SUFFIXES
+    """(path, kind) of the command's output (:func:`rgmp_model.io.outputs.output_path`)."""
+    from rgmp_model.io.outputs import output_path as path_of
 
-    stem = args.images.stem if args.images.suffix.lower() in (*TIFF_SUFFIXES, ".zarr") else args.images.name
-    if args.format == "ctc":
-        return (args.out or Path(f"{stem}_RES")), "ctc"
-    out = args.out or Path(f"{stem}_rgmp.tif")
-    suffix = out.suffix.lower()
-    return out, "tif" if suffix in TIFF_SUFFIXES else "zarr" if suffix == ".zarr" else "png"
-
-
-def _label_hyperstack(path: Path) -> Any:
-    """LABELS as a hyperstack when it has two stack axes (time and z), else None."""
-    from rgmp_model.io.hyperstack import open_hyperstack
-    from rgmp_model.io.stack_io import TIFF_SUFFIXES
-    from rgmp_model.io.zarr_stacks import is_zarr
-
-    if not (is_zarr(path) or (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES)):
-        return None
-    try:
-        labels = open_hyperstack(path)
-        planar = labels.axes.find("C")
-        free = [a for a in "TZ" if a not in labels.axes]
-        if 0 <= planar < len(labels.axes) - 1 and free:  # tifffile's planar "RGB" for an axis of 3 or 4: frames
-            labels = open_hyperstack(path, labels.axes.replace("C", free[0]))
-    except ValueError:
-        return None  # not a hyperstack: read as a label stack or image (open_label_stack says what is wrong)
-    return labels if len(labels.stack_axes) == 2 else None
+    return path_of(args.images, args.out, args.format)
 
 
 def read_keyframes(args: argparse.Namespace, view: Any) -> dict[int, dict[int, np.ndarray]]:
-    """{index of the other axis: {frame: (H, W) labels}} from LABELS (see DESCRIPTION), each keyframe
-    checked to hold object ids, not a photograph's grey levels (``label_io.check_label_values``)."""
-    from rgmp_model.io.label_io import check_label_values
+    """The keyframes of ``--labels`` (:func:`rgmp_model.io.keyframes.read_keyframes`)."""
+    from rgmp_model.io.keyframes import read_keyframes as keyframes_of
 
-    keyframes = _read_keyframes(args, view)
-    for i, keys in keyframes.items():
-        for t, labels in keys.items():
-            where = [f"{view.other_name} {i}"] if view.count > 1 else []
-            where += [f"frame {t}"] if len(keys) > 1 or t != 0 else []
-            check_label_values(labels, f"{args.labels.name} ({', '.join(where)})" if where else args.labels.name)
-    return keyframes
-
-
-def _read_keyframes(args: argparse.Namespace, view: Any) -> dict[int, dict[int, np.ndarray]]:
-    from rgmp_model.inference.labels import labelled_frames
-    from rgmp_model.io.label_io import open_label_stack
-
-    ref, n, other = args.reference_frame, view.num_frames, view.other_name
-    if args.at is not None and other is None and args.at != 0:
-        raise ValueError(f"--at picks an index of the other axis of a stack with time and z, but {args.images} "
-                         f"is one {view.along_name} stack: leave --at out")
-    if args.at is not None and not 0 <= args.at < view.count:
-        raise ValueError(f"--at {args.at} is outside the {other} axis (0..{view.count - 1})")
-    hyper = _label_hyperstack(args.labels) if view.count > 1 else None
-    if hyper is not None:
-        if ref is not None and not 0 <= ref < n:
-            raise ValueError(f"--reference-frame {ref} is outside the {view.along_name} axis (0..{n - 1})")
-        found: dict[int, dict[int, np.ndarray]] = {}
-        for i in [args.at] if args.at is not None else range(view.count):
-            frames = view.label_frames(hyper, i)
-            for t in [ref] if ref is not None else labelled_frames(frames):
-                labels = np.asarray(frames[t])
-                if labels.any():
-                    found.setdefault(i, {})[t] = labels
-        if not found:
-            raise ValueError(f"the labels {args.labels} have no labels on any frame: paint at least one object")
-        return found
-    if view.count > 1 and args.at is None:
-        raise ValueError(f"{args.labels} holds labels for one {view.along_name} stack but {args.images} has "
-                         f"{view.count} along {other}: say which with --at I, or give labels with the image's axes")
-    labels = open_label_stack(args.labels)
-    if len(labels) == 1 or ref is not None:
-        source = 0 if len(labels) == 1 else ref
-        if not 0 <= source < len(labels):
-            raise ValueError(f"--reference-frame {ref} is outside the label stack (0..{len(labels) - 1})")
-        return {args.at or 0: {0 if ref is None else ref: np.asarray(labels[source])}}
-    if len(labels) != n:
-        raise ValueError(f"the label stack {args.labels} has {len(labels)} frames but the images have {n} along "
-                         f"{view.along_name}: give one label image per frame, or one image with --reference-frame")
-    keys = {t: np.asarray(labels[t]) for t in labelled_frames(labels)}
-    if not keys:
-        raise ValueError("the label stack has no labels on any frame: paint at least one object")
-    return {args.at or 0: keys}
+    return keyframes_of(args.labels, view, images=args.images, reference_frame=args.reference_frame, at=args.at)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -206,31 +134,15 @@ def _options(args: argparse.Namespace) -> Any:
     )
 
 
-def check_output(out: Path, kind: str, view: Any) -> None:
-    """Refuse an output that cannot hold the result (CTC and PNG folders hold one stack) or that
-    cannot be written (a read-only folder), before the model loads."""
-    if view.count > 1 and kind == "ctc":
-        raise ValueError(f"the Cell Tracking Challenge layout holds one time-lapse, but the images have "
-                         f"{view.count} stacks along {view.other_name}: write a .tif or .zarr instead")
-    if view.count > 1 and kind == "png":
-        raise ValueError(f"--out {out}: a PNG folder holds one stack; for {view.out_axes} output use .tif or .zarr")
-    folder = out.expanduser().absolute() if kind in ("png", "ctc") else out.expanduser().absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the writer creates the missing folders below the nearest existing one
-    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
-        raise ValueError(f"--out {out}: {folder} cannot be written (a read-only folder or no permission): "
-                         "choose an output in a folder you can write to")
-
-
 def open_writer(out: Path, kind: str, view: Any, dtype: np.dtype) -> Any:
-    """The writer that puts each frame on disk as it comes (``writer[index] = labels``)."""
-    from rgmp_model.io.ctc_export import CTCWriter
-    from rgmp_model.io.label_io import LabelStackWriter, frame_names
+    """The writer of ``view``'s output (:func:`rgmp_model.io.outputs.open_writer`)."""
+    from rgmp_model.io.label_io import frame_names
+    from rgmp_model.io.outputs import open_writer as writer_of
 
     if kind == "ctc":
-        return CTCWriter(out, view.num_frames)
+        return writer_of(out, kind, (view.num_frames,), dtype)
     names = frame_names(view.stack.data, view.num_frames) if kind == "png" else None
-    return LabelStackWriter(out, view.out_shape, dtype, frame_names=names, axes=view.out_axes)
+    return writer_of(out, kind, view.out_shape, dtype, axes=view.out_axes, frame_names=names)
 
 
 def run_propagate(args: argparse.Namespace, progress: Any = None) -> int:
@@ -247,7 +159,7 @@ def run_propagate(args: argparse.Namespace, progress: Any = None) -> int:
     from rgmp_model.inference.memory import MemoryRetryWarning
     from rgmp_model.inference.session import open_session
     from rgmp_model.io.hyperstack import open_hyperstack
-    from rgmp_model.io.outputs import check_not_input
+    from rgmp_model.io.outputs import check_not_input, check_output
 
     step(f"reading the images {args.images}")  # named by an unexpected error's message (rgmp_model.steps)
     images = open_hyperstack(args.images, axes=args.axes)

@@ -196,13 +196,13 @@ def test_claimed_config_is_checked_against_the_tensor_shapes_before_building(tmp
 
 
 def test_bundled_file_record_is_checked_once_per_file_version(tmp_path, monkeypatch) -> None:
-    from rgmp_model.nn import models
+    from rgmp_model.nn import file_records
 
     path = save_checkpoint(tmp_path / "default.pt", build_rgmp("resnet18", 8))
-    models.write_file_sha256(path)
+    file_records.write_file_sha256(path)
     hashed = []
-    real = models.file_sha256
-    monkeypatch.setattr(models, "file_sha256", lambda p: hashed.append(p) or real(p))
+    real = file_records.file_sha256
+    monkeypatch.setattr(file_records, "file_sha256", lambda p: hashed.append(p) or real(p))
     load_checkpoint(path)
     load_checkpoint(path)
     assert len(hashed) == 1  # cached for this file version

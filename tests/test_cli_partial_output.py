@@ -177,11 +177,11 @@ def test_nothing_finished_leaves_no_output(tmp_path, stack, checkpoint, monkeypa
 
 
 def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, stack, monkeypatch, capsys) -> None:
-    import rgmp_model.cli_propagate as cli_propagate
+    import rgmp_model.io.outputs as outputs
 
     folder = tmp_path / "locked"
     folder.mkdir()
-    monkeypatch.setattr(cli_propagate.os, "access", lambda path, mode: Path(path) != folder)  # root ignores modes
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != folder)  # root ignores modes
     not_a_model = tmp_path / "notes.pt"
     not_a_model.write_text("not a checkpoint")
     assert _propagate(stack, not_a_model, folder / "sub" / "out.tif") == 2

@@ -13,8 +13,10 @@ import torch
 
 from local_rule_model import LocalRuleModel
 from rgmp_model import PropagationOptions, open_session
-from rgmp_model.inference.memory import MemoryRetryWarning, OutOfMemory, is_out_of_memory, smaller_working_size
+from rgmp_model.inference.full_frame import FullFrameRunner
+from rgmp_model.inference.memory import MemoryRetryWarning, OutOfMemory, is_out_of_memory
 from rgmp_model.inference.propagators import BatchedPropagator
+from rgmp_model.inference.working_size import WorkingSize
 from shapes import disc
 
 CPU_OOM = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes."
@@ -61,9 +63,9 @@ def test_which_errors_are_out_of_memory() -> None:
 
 
 def test_the_smaller_working_size_follows_the_one_rule() -> None:
-    assert smaller_working_size(480, 854, (480, 854)) == (360, 640)  # 854 * 3/4 = 640.5 -> 640
-    assert smaller_working_size(96, 128, (96, 128)) == (72, 96)
-    assert smaller_working_size(40, 40, (40, 40)) is None  # 30 px: below one network stride
+    assert WorkingSize.smaller_than(480, 854, (480, 854)) == (360, 640)  # 854 * 3/4 = 640.5 -> 640
+    assert WorkingSize.smaller_than(96, 128, (96, 128)) == (72, 96)
+    assert WorkingSize.smaller_than(40, 40, (40, 40)) is None  # 30 px: below one network stride
 
 
 def test_one_out_of_memory_step_is_retried_at_a_smaller_working_size(monkeypatch) -> None:
@@ -117,7 +119,7 @@ def test_encoding_the_keyframe_and_the_full_size_result_are_guarded(monkeypatch)
         assert [t for t, _, _ in s.propagate()] == list(range(FRAMES))
     assert s.working_size == (72, 96)
     s = session()
-    fail(monkeypatch, type(s), "_result", {3}, lambda: MemoryError("Unable to allocate 3.00 GiB for an array"))
+    fail(monkeypatch, FullFrameRunner, "result", {3}, lambda: MemoryError("Unable to allocate 3.00 GiB for an array"))
     with pytest.warns(MemoryRetryWarning, match="at frame 3"):
         assert [t for t, _, _ in s.propagate()] == list(range(FRAMES))
 

@@ -158,7 +158,7 @@ def test_manifest_reader_patterns_are_the_label_name_patterns() -> None:
 
     from napari_rgmp.file_io import LABEL_FILE_PATTERNS
 
-    manifest = PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari.yaml")
+    manifest = PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari_rgmp" / "napari.yaml")
     (reader,) = manifest.contributions.readers
     assert tuple(reader.filename_patterns) == LABEL_FILE_PATTERNS and not reader.accepts_directories
 

@@ -122,13 +122,13 @@ def test_flow_guidance_warps_the_previous_mask_before_the_network(model, monkeyp
     plain.add_keyframe(0, labels[0])
     guided = PropagationSession(model, frames, device="cpu", flow="tvl1")
     guided.add_keyframe(0, labels[0])
-    step = guided._propagator.step
+    step = guided.propagator.step
 
     def spy(reference, previous, frame):
         seen.append(previous.clone())
         return step(reference, previous, frame)
 
-    monkeypatch.setattr(guided._propagator, "step", spy)
+    monkeypatch.setattr(guided.propagator, "step", spy)
     out = {t: lab for t, lab, _ in guided.propagate("forward")}
     assert sorted(out) == [0, 1, 2, 3]
     # The first previous mask is the keyframe's, moved STEP px to the right along the flow.

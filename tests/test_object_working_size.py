@@ -97,8 +97,7 @@ def test_a_chosen_size_and_an_out_of_memory_limit_are_kept(sized_checkpoint) -> 
     network.add_keyframe(0, small)
     assert network.working_size == (96, 96)  # a network records no size: full size already
     limited = open_session(sized_checkpoint, frames, PropagationOptions(device="cpu"))
-    limited.size_limit = (48, 48)  # as a retry at a smaller working size leaves it
-    limited.working_size = (48, 48)
+    limited.working.limit_to((48, 48))  # as a retry at a smaller working size leaves it
     limited.add_keyframe(0, small)
     assert limited.working_size == (48, 48)
 
@@ -106,10 +105,10 @@ def test_a_chosen_size_and_an_out_of_memory_limit_are_kept(sized_checkpoint) -> 
 def test_each_keyframe_is_measured_once(sized_checkpoint, monkeypatch) -> None:
     """A stack labelled on many frames: the objects of each are measured once, not again for every
     keyframe added after it."""
-    from rgmp_model.inference import engine
+    from rgmp_model.inference import working_size
 
     calls = []
-    monkeypatch.setattr(engine, "object_sides", lambda labels: calls.append(1) or object_sides(labels))
+    monkeypatch.setattr(working_size, "object_sides", lambda labels: calls.append(1) or object_sides(labels))
     frames = np.zeros((12, 96, 96), np.uint8)
     stack = np.stack([discs(96, 96, 12, 4)] * 12)
     session = open_session(sized_checkpoint, frames, PropagationOptions(device="cpu"))

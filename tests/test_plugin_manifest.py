@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT_MANIFEST = REPO / "napari.yaml"
-PACKAGED_MANIFEST = REPO / "napari_rgmp" / "napari.yaml"
+MANIFEST = REPO / "napari_rgmp" / "napari.yaml"  # the one manifest, inside the package
 PLUGIN = "napari-rgmp"
 
 EXPECTED_COMMANDS = {
@@ -38,8 +37,8 @@ EXPECTED_SAMPLES = {
     "synthetic_video": "Synthetic video clip (first-frame labels)",
     "synthetic_microscopy": "Synthetic microscopy time-lapse (first-frame labels)",
 }
-# What a build needs from the checkout (copied, symlink kept, so nothing is written into it).
-BUILD_INPUTS = ["pyproject.toml", "README.md", "LICENSE", "napari.yaml", "napari_rgmp", "rgmp_model", "training"]
+# What a build needs from the checkout (copied, so nothing is written into it).
+BUILD_INPUTS = ["pyproject.toml", "README.md", "LICENSE", "napari_rgmp", "rgmp_model", "training"]
 
 
 def _check_manifest(mf) -> None:
@@ -64,23 +63,21 @@ def _check_manifest(mf) -> None:
 def test_manifest_parses_with_npe2():
     from npe2 import PluginManifest
 
-    _check_manifest(PluginManifest.from_file(ROOT_MANIFEST))
+    _check_manifest(PluginManifest.from_file(MANIFEST))
 
 
-def test_npe2_validate_command_accepts_root_manifest():
+def test_npe2_validate_command_accepts_the_manifest():
     exe = Path(sys.executable).with_name("npe2")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "npe2"]
-    proc = subprocess.run([*cmd, "validate", str(ROOT_MANIFEST)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cmd, "validate", str(MANIFEST)], capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "RGMP label propagation' valid" in out, out
 
 
-def test_packaged_manifest_is_relative_symlink_to_root_file():
-    assert PACKAGED_MANIFEST.is_symlink(), "napari_rgmp/napari.yaml must be a symlink to ../napari.yaml"
-    assert os.readlink(PACKAGED_MANIFEST) == "../napari.yaml"
-    assert PACKAGED_MANIFEST.resolve() == ROOT_MANIFEST.resolve()
-    assert PACKAGED_MANIFEST.read_bytes() == ROOT_MANIFEST.read_bytes()
+def test_the_manifest_is_a_regular_file_inside_the_package_only():
+    assert MANIFEST.is_file() and not MANIFEST.is_symlink(), "napari_rgmp/napari.yaml must be a regular file"
+    assert not (REPO / "napari.yaml").exists(), "the manifest lives in napari_rgmp/ only (no copy at the root)"
 
 
 # --------------------------------------------------------------------------- discovery
@@ -110,7 +107,7 @@ def test_npe2_discovers_plugin_from_installed_distribution():
     packaged = Path(list(spec.submodule_search_locations)[0]) / "napari.yaml"
     assert packaged.exists()
     assert Path(mf._source_file) == packaged.resolve()  # npe2 records the resolved path
-    assert packaged.read_bytes() == ROOT_MANIFEST.read_bytes()
+    assert packaged.read_bytes() == MANIFEST.read_bytes()
     # ... and the plugin manager indexes both widgets and both samples
     widgets = {w.display_name: w.command for w in pm.iter_widgets() if w.plugin_name == PLUGIN}
     assert widgets == EXPECTED_WIDGETS
@@ -123,7 +120,7 @@ def test_npe2_discovers_plugin_from_installed_distribution():
 
 @pytest.fixture(scope="module")
 def built_wheel(tmp_path_factory) -> Path:
-    """Build the wheel with pip from a copy of the build inputs (symlink kept as a symlink)."""
+    """Build the wheel with pip from a copy of the build inputs."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
@@ -134,7 +131,7 @@ def built_wheel(tmp_path_factory) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
         else:
             shutil.copy2(path, src / name)
-    assert (src / "napari_rgmp" / "napari.yaml").is_symlink()
+    assert (src / "napari_rgmp" / "napari.yaml").is_file()
     out = tmp / "dist"
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -149,7 +146,7 @@ def test_wheel_contains_manifest_as_regular_file_and_entry_point(built_wheel):
         info = zf.getinfo("napari_rgmp/napari.yaml")
         mode = info.external_attr >> 16
         assert mode & 0o170000 == 0o100000, f"not a regular file in the wheel: mode {oct(mode)}"
-        assert zf.read(info) == ROOT_MANIFEST.read_bytes()
+        assert zf.read(info) == MANIFEST.read_bytes()
         assert "napari.yaml" not in zf.namelist()  # only the packaged copy is shipped
         eps = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
         assert len(eps) == 1
@@ -184,7 +181,7 @@ def test_npe2_discovers_plugin_from_installed_wheel(built_wheel, tmp_path):
     assert Path(found["source"]) == installed.resolve()
     assert found["widgets"] == sorted(EXPECTED_WIDGETS)
     assert found["samples"] == sorted(EXPECTED_SAMPLES)
-    assert installed.read_bytes() == ROOT_MANIFEST.read_bytes()
+    assert installed.read_bytes() == MANIFEST.read_bytes()
 
 
 # --------------------------------------------------------------------------- sample data

@@ -266,8 +266,8 @@ def test_a_correction_reuses_the_kept_session_and_encodes_only_the_corrected_key
     assert session is not None and session.keyframes == (0, 7)
     assert session.options == open_session(checkpoint, sequence.frames, widget.options()).options
     encoded = []
-    encode = session._propagator.encode_reference
-    session._propagator.encode_reference = lambda frame, masks: encoded.append(masks.clone()) or encode(frame, masks)
+    encode = session.propagator.encode_reference
+    session.propagator.encode_reference = lambda frame, masks: encoded.append(masks.clone()) or encode(frame, masks)
     corrected = sequence.labels[4].astype(np.uint16)
     viewer.layers["objects propagated"].data[4] = corrected
     viewer.dims.set_current_step(0, 4)

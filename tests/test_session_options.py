@@ -14,8 +14,8 @@ import torch
 from benchmarks import accuracy
 from napari_rgmp import propagate_job
 from rgmp_model import PropagationOptions, PropagationSession, build_rgmp, open_session, resolve_max_size, save_checkpoint
-from rgmp_model.inference import options as options_module
 from rgmp_model.inference import session as session_module
+from rgmp_model.inference import working_size as working_size_module
 from rgmp_model.cli import main as rgmp
 from rgmp_model.io.label_io import open_label_stack
 from rgmp_model.io.stack_io import open_image_stack
@@ -143,8 +143,8 @@ def test_propagating_again_encodes_only_the_keyframes_that_changed() -> None:
     sequence = synthetic_video(num_frames=9, height=H, width=W, num_objects=2, seed=2)
     session = PropagationSession(build_rgmp("resnet18", 8), sequence.frames, PropagationOptions(direction="both", device="cpu"))
     encoded = []
-    encode = session._propagator.encode_reference
-    session._propagator.encode_reference = lambda frame, masks: encoded.append(masks.shape) or encode(frame, masks)
+    encode = session.propagator.encode_reference
+    session.propagator.encode_reference = lambda frame, masks: encoded.append(masks.shape) or encode(frame, masks)
     session.add_keyframe(0, sequence.labels[0])
     session.add_keyframe(8, sequence.labels[8])
     first = {t: labels for t, labels, _ in session.propagate()}
@@ -179,8 +179,8 @@ def test_set_keyframes_holds_exactly_those_and_keeps_refined_boxes() -> None:
     assert session.keyframes == (0, 2, 4)
     refined = session.add_box_keyframe(2, boxes)
     steps = []
-    step = session._propagator.step
-    session._propagator.step = lambda *args: steps.append(1) or step(*args)
+    step = session.propagator.step
+    session.propagator.step = lambda *args: steps.append(1) or step(*args)
     session.set_keyframes({0: sequence.labels[0]}, {2: boxes})  # the same boxes: not refined again
     assert session.keyframes == (0, 2) and steps == []
     np.testing.assert_array_equal(session.add_box_keyframe(2, boxes), refined)
@@ -197,7 +197,7 @@ def test_rgmp_propagate_max_size_0_is_full_size_with_a_model_that_records_a_work
     assert rgmp([*common, "--out", str(tmp_path / "fitted.tif")]) == 0
     assert opened[-1].working_size == (H, W) and f"working size {W}x{H}" in capsys.readouterr().out
     # ... and objects large enough at the recorded size keep it.
-    monkeypatch.setattr(options_module, "SMALL_OBJECT_SIDE", 1)
+    monkeypatch.setattr(working_size_module, "SMALL_OBJECT_SIDE", 1)
     assert rgmp([*common, "--out", str(tmp_path / "recorded.tif")]) == 0
     assert opened[-1].working_size == (20, 32) and "working size 32x20" in capsys.readouterr().out
     assert rgmp([*common, "--max-size", "0", "--out", str(tmp_path / "full.tif")]) == 0

@@ -13,9 +13,6 @@ from PIL import Image
 
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.label_io import davis_palette
-from rgmp_model.adapt.augment import (
-    color_jitter, deform_previous_mask, paste_object, random_geometric_transform, thin_plate_spline_displacement,
-)
 from rgmp_model.adapt.pairs import StaticPairDataset
 from training.still_sources import FolderSource, VideoStills, VOCSource
 from training.video_sources import DavisSource, SyntheticVideoSource, TiffVideoSource

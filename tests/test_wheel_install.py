@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("napari_rgmp", "rgmp_model", "training")
-PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE", "napari.yaml")
+PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def installed(tmp_path_factory) -> Path:
     source.mkdir()
     for name in PROJECT_FILES:
         shutil.copy2(ROOT / name, source / name)
-    for name in PACKAGES:  # symlinks kept: napari_rgmp/napari.yaml links to the root file
-        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--no-index",
          "-q", "-w", str(work / "dist")],

@@ -25,7 +25,7 @@ import yaml
 
 from rgmp_model.constants import NETWORK_STRIDE
 
-from .sources import SOURCE_KINDS
+from .sources import SourceSpec
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -33,36 +33,6 @@ if TYPE_CHECKING:
 STAGES = ("pretrain", "video", "finetune")
 CONFIG_DIR = Path(__file__).with_name("configs")  # the stages' YAML files (package data)
 CONFIG_SUFFIX = ".yaml"
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One data source. ``kind``: folder (images + ``masks`` folders), voc (Pascal VOC root),
-    davis (DAVIS root; ``sequences``/``exclude`` select sequences, ``resolution`` the
-    JPEGImages/Annotations sub-folder, e.g. 360p), youtube_vos (a YouTube-VOS split folder), tiff
-    (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy,
-    synthetic_fluorescence or synthetic_low_contrast (``count`` generated sequences); the kinds and the fields each needs are
-    registered in :data:`training.sources.SOURCE_KINDS`. ``weight``: sampling weight."""
-
-    kind: str
-    path: str | None = None
-    masks: str | None = None
-    labels: str | None = None
-    sequences: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    count: int = 64
-    num_frames: int = 24
-    size: tuple[int, int] = (240, 320)
-    weight: float = 1.0
-    resolution: str = "480p"
-
-    def __post_init__(self) -> None:
-        kind = SOURCE_KINDS.get(self.kind)
-        if kind is None:
-            raise ValueError(f"unknown data source kind {self.kind!r}: choose one of {', '.join(SOURCE_KINDS)}")
-        for name, what in kind.required:
-            if not getattr(self, name):
-                raise ValueError(f"a {self.kind} data source needs '{name}' ({what})")
 
 
 @dataclass(frozen=True)

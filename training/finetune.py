@@ -12,22 +12,20 @@ deformed previous mask). Every setting comes from the :class:`TrainConfig` (by d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from rgmp_model.adapt.keyframe_pairs import KeyframePairDataset, KeyframeStills, keyframe_crop
 from rgmp_model.inference.frames import FrameStack
 from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.checkpoint import load_checkpoint, save_checkpoint
+from rgmp_model.inference.labels import KeyframeLabels, labelled_frames, validate_label_frame
 from rgmp_model.steps import step
-from rgmp_model.inference.labels import labelled_frames, validate_label_frame
 
 from .config import CONFIG_DIR, TrainConfig, load_config
 from .objectives import PairObjective
@@ -203,39 +201,17 @@ class StackChoice:
     channel: int | None = None
 
 
-class KeyframeLabels:
-    """A label stack of ``shape`` (T, H, W) holding ``keyframes`` ({frame: (H, W) labels}) and 0 on
-    every other frame, without storing the empty frames (keyframes are checked where they are used)."""
-
-    def __init__(self, keyframes: dict[int, np.ndarray], shape: tuple[int, int, int]) -> None:
-        self.keyframes = dict(keyframes)
-        self.dtype = np.result_type(*(k.dtype for k in self.keyframes.values()))
-        self.shape = tuple(int(n) for n in shape)
-        self.ndim = 3
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        if not -self.shape[0] <= t < self.shape[0]:
-            raise IndexError(f"frame {t} is outside 0..{self.shape[0] - 1}")
-        found = self.keyframes.get(int(t) % self.shape[0])
-        return found if found is not None else np.zeros(self.shape[1:], self.dtype)
-
-
 def read_training_stack(images: str | Path, labels: str | Path,
                         choice: StackChoice = StackChoice()) -> tuple[Any, KeyframeLabels]:
     """The frames (T, H, W[, C], read lazily) and the labelled frames of the files ``images`` and
-    ``labels``, read by ``rgmp propagate``'s rules (:func:`rgmp_model.cli_propagate.read_keyframes`):
+    ``labels``, read by ``rgmp propagate``'s rules (:func:`rgmp_model.io.keyframes.read_keyframes`):
     a label image belongs to frame ``choice.reference_frame`` (default 0); a label stack's labelled
     frames are all training frames unless ``reference_frame`` picks one."""
-    from rgmp_model.cli_propagate import read_keyframes
     from rgmp_model.io.hyperstack import open_hyperstack
+    from rgmp_model.io.keyframes import read_keyframes
 
     view = open_hyperstack(images, axes=choice.axes).along(choice.axis, choice.channel)
-    request = argparse.Namespace(images=Path(images), labels=Path(labels), reference_frame=choice.reference_frame,
-                                 at=choice.at)
-    keyframes = read_keyframes(request, view)
+    keyframes = read_keyframes(labels, view, images=images, reference_frame=choice.reference_frame, at=choice.at)
     if len(keyframes) > 1:
         raise ValueError(f"{labels} has labels on {len(keyframes)} {view.other_name} indices: fine-tuning trains on "
                          f"one {view.along_name} stack, choose its index with --at")

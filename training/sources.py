@@ -1,5 +1,5 @@
 """The registry of data source kinds: ``SOURCE_KINDS[kind]`` builds the sources of a config's
-``{kind: ...}`` entry (:class:`training.config.SourceSpec`).
+``{kind: ...}`` entry (a :class:`SourceSpec`, checked against the registry when made).
 
 A kind builds annotated videos (stage 2, validation); its stills (stage 1) are the annotated
 frames of those videos (:class:`~training.still_sources.VideoStills`), unless it has stills of
@@ -18,13 +18,42 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import SourceSpec
     from .still_sources import ImageSource
     from .video_sources import VideoSource
 
-__all__ = ["SOURCE_KINDS", "SourceKind", "still_source", "video_source"]
+__all__ = ["SOURCE_KINDS", "SourceKind", "SourceSpec", "still_source", "video_source"]
 
 Factory = Callable[["SourceSpec", int], Any]  # (spec, seed) -> source
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One data source. ``kind``: folder (images + ``masks`` folders), voc (Pascal VOC root),
+    davis (DAVIS root; ``sequences``/``exclude`` select sequences, ``resolution`` the
+    JPEGImages/Annotations sub-folder, e.g. 360p), youtube_vos (a YouTube-VOS split folder), tiff
+    (image stack ``path`` + label stack ``labels``), synthetic_video, synthetic_microscopy,
+    synthetic_fluorescence or synthetic_low_contrast (``count`` generated sequences); the kinds and the fields each needs are
+    registered in :data:`training.sources.SOURCE_KINDS`. ``weight``: sampling weight."""
+
+    kind: str
+    path: str | None = None
+    masks: str | None = None
+    labels: str | None = None
+    sequences: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    count: int = 64
+    num_frames: int = 24
+    size: tuple[int, int] = (240, 320)
+    weight: float = 1.0
+    resolution: str = "480p"
+
+    def __post_init__(self) -> None:
+        kind = SOURCE_KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown data source kind {self.kind!r}: choose one of {', '.join(SOURCE_KINDS)}")
+        for name, what in kind.required:
+            if not getattr(self, name):
+                raise ValueError(f"a {self.kind} data source needs '{name}' ({what})")
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ def _check_row(number: int, row: BatchRow, options: Mapping[str, Any] | None) ->
     """The checks of ``rgmp propagate`` for one row, before any model loads: its options, that
     its inputs exist and open, that neither its output nor its partial output is an input, and
     (for a row to run) that the output can be written and the labels hold keyframes."""
-    from rgmp_model.cli_propagate import check_output, default_checkpoint, output_path, read_keyframes
+    from rgmp_model.cli_propagate import default_checkpoint, output_path, read_keyframes
     from rgmp_model.io.hyperstack import open_hyperstack
-    from rgmp_model.io.outputs import check_not_input
+    from rgmp_model.io.outputs import check_not_input, check_output
 
     args = row_arguments(row, options)
     view = open_hyperstack(args.images, axes=args.axes).along(args.axis, args.channel)

@@ -10,10 +10,14 @@
 keyframe (in the allowed direction); keyframes are yielded unchanged and never overwritten. Only
 one frame and the previous soft masks are held per step; each keyframe's reference features are
 kept until its labels change, so propagating again (after a correction) re-encodes only the
-keyframes that changed. Region mode (``options.region``; ``inference/region_stretch.py``) runs a
-stretch as one crop per object at full resolution: ``uses_region(keyframe)`` says whether it will,
-``region_used`` which stretches did, ``divisions`` the parents of parts that separated. A frame that
-runs out of memory is retried once with less (``inference/memory.py``; ``notes`` says so).
+keyframes that changed. A stretch runs on whole frames at the working size
+(:class:`~rgmp_model.inference.full_frame.FullFrameRunner`; the size is owned by
+:class:`~rgmp_model.inference.working_size.WorkingSize`, ``session.working``) or in region mode
+(``options.region``; :class:`~rgmp_model.inference.region_stretch.RegionRunner`) as one crop per
+object at full resolution: ``uses_region(keyframe)`` says whether it will, ``region_used`` which
+stretches did, ``divisions`` the parents of parts that separated. Each runner keeps its keyframes'
+encoded references. A frame that runs out of memory is retried once with less
+(``inference/memory.py``; ``notes`` says so).
 """
 
 from __future__ import annotations
@@ -27,24 +31,22 @@ from torch import Tensor
 from rgmp_model.inference.adaptation import KeyframeAdaptation
 from rgmp_model.inference.frame_feed import FrameFeed
 from rgmp_model.inference.frames import FrameStack
-from rgmp_model.inference.full_frame import FullFrameStretch
+from rgmp_model.inference.full_frame import FrameResult, FullFrameRunner
 from rgmp_model.inference.memory import MemoryGuard
-from rgmp_model.inference.propagators import (
-    BatchedPropagator, OfficialPropagator, Reference, resize_bilinear, winner_scores, winners, winners_on_host,
-)
-from rgmp_model.inference.labels import ObjectIds, object_sides, validate_label_frame
+from rgmp_model.inference.propagators import BatchedPropagator, OfficialPropagator
+from rgmp_model.inference.labels import ObjectIds, validate_label_frame
 from rgmp_model.nn.inference import inference_network
 from rgmp_model.nn.network import RGMP, model_on_device
-from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, object_working_size, resolve_device, working_size
+from rgmp_model.inference.options import DIRECTIONS, MODES, PRECISIONS, PropagationOptions, autocast_dtype, resolve_device, working_size
 from rgmp_model.inference.plan import Stretch, plan_stretches
-from rgmp_model.inference.region_stretch import KeyframeRegions, RegionRunner, uses_region_mode
+from rgmp_model.inference.region_stretch import RegionRunner, uses_region_mode
+from rgmp_model.inference.working_size import WorkingSize
 
 if TYPE_CHECKING:
     from rgmp_model.nn.checkpoint import CheckpointInfo
 
 __all__ = ["DIRECTIONS", "MODES", "PRECISIONS", "FrameResult", "PropagationSession", "Stretch", "plan_stretches",
            "resolve_device", "working_size"]
-FrameResult = tuple[int, np.ndarray, dict[int, float]]
 
 
 class PropagationSession:
@@ -83,22 +85,21 @@ class PropagationSession:
         self.model = model_on_device(model, self.device)
         object_batch = self.options.object_batch
         if object_batch is None and self.device.type == "cpu":
-            object_batch = 1  # see inference.py: batching objects is slower on CPUs
+            object_batch = 1  # see inference/propagators.py: batching objects is slower on CPUs
         dtype = autocast_dtype(self.options.precision, self.device, self.options.mode)
         self.network = inference_network(self.model, self.device, dtype)  # BatchNorm folded (nn/inference.py)
         propagator = OfficialPropagator if self.options.mode == "official" else BatchedPropagator
-        self._propagator = propagator(self.network, self.options.scales, dtype, object_batch)
         self.memory = MemoryGuard(self.device)  # out of memory: one retry with less per run (inference/memory.py)
-        self._regions = RegionRunner(self.network, self.options, self.frames.is_grey, dtype, self.memory)
         self._feed = FrameFeed(self.frames, self.device)  # read ahead on a GPU (inference/frame_feed.py)
+        # The model's recorded size (max_size None): small objects may get more pixels (inference/working_size.py)
+        self.working = WorkingSize(self.frames.height, self.frames.width, self.options.max_size,
+                                   fit_to_objects=options.max_size is None)
+        self._full = FullFrameRunner(propagator(self.network, self.options.scales, dtype, object_batch), self._feed,
+                                     self.working, self.options, self.device, self.memory)
+        self._regions = RegionRunner(self.network, self.options, self.frames.is_grey, dtype, self.memory)
         self.region_used: dict[int, bool] = {}  # keyframe -> whether its stretch ran in region mode
-        self.working_size = working_size(self.frames.height, self.frames.width, self.options.max_size)
-        self._fit_to_objects = options.max_size is None  # the model's size: small objects may get more pixels
-        self.size_limit: tuple[int, int] | None = None  # set by a retry at a smaller working size
-        self._sides: dict[int, list[int]] = {}  # keyframe -> its objects' box sides (object_sides)
         self._keyframes: dict[int, np.ndarray] = {}
         self._boxes: dict[int, np.ndarray] = {}  # the boxes a keyframe was refined from
-        self._references: dict[int, tuple[tuple[int, ...], Reference | KeyframeRegions]] = {}  # keyframe -> (ids, it)
         self.last_probabilities: np.ndarray | None = None
         self._base_model = self.model  # what adaptation starts from
         self.adaptation = KeyframeAdaptation(self.options.adapt)  # options.adapt iterations (0: none)
@@ -109,7 +110,22 @@ class PropagationSession:
 
     @property
     def scales(self) -> tuple[float, ...]:
-        return self._propagator.scales
+        return self._full.propagator.scales
+
+    @property
+    def propagator(self) -> Any:
+        """The full-frame propagator (``inference/propagators.py``) that encodes references and steps frames."""
+        return self._full.propagator
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        """(height, width) at which full-frame mode runs now (``self.working`` decides it)."""
+        return self.working.size
+
+    @property
+    def size_limit(self) -> tuple[int, int] | None:
+        """The working size an out-of-memory retry took (never exceeded again), or None."""
+        return self.working.limit
 
     @property
     def flow(self) -> str | None:
@@ -137,23 +153,17 @@ class PropagationSession:
         """Keep ``labels`` as keyframe ``index``; its reference features go when they change."""
         previous = self._keyframes.get(index)
         if previous is None or not np.array_equal(previous, labels):
-            self._references.pop(index, None)
-            if self._fit_to_objects:  # measured once per keyframe's labels
-                self._sides[index] = object_sides(labels)
+            self._full.forget(index)
+            self._regions.forget(index)
+            self.working.measure(index, labels)  # once per keyframe's labels
         self._keyframes[index] = labels
-        self._fit_working_size()
+        self._refit()
 
-    def _fit_working_size(self) -> None:
-        """The working size for the keyframes' objects (``options.object_working_size``) when the
-        model's recorded size applies, never above a size an out-of-memory retry took."""
-        if not self._fit_to_objects:
-            return
-        sides = [side for index in self._keyframes for side in self._sides[index]]
-        size = object_working_size(self.frames.height, self.frames.width, self.options.max_size, sides)
-        size = min(size, self.size_limit or size)
-        if size != self.working_size:
-            self.working_size = size
-            self._drop_full_frame_references()
+    def _refit(self) -> None:
+        """The working size refitted to the keyframes' objects (``WorkingSize.refit``); features
+        encoded at the old size go."""
+        if self.working.refit():
+            self._full.clear()
 
     def add_keyframes_from_stack(self, label_stack: Any) -> list[int]:
         """Every frame of a (T, H, W) label stack that holds labels becomes a keyframe.
@@ -189,7 +199,6 @@ class PropagationSession:
         for t, frame_boxes in boxes.items():
             self.add_box_keyframe(t, frame_boxes)
 
-    @torch.inference_mode()
     def add_box_keyframe(self, frame_index: int, boxes: Any) -> np.ndarray:
         """Start from boxes instead of masks (as MaskTrackBox): ``boxes`` is an (H, W) label
         image of filled rectangles, one id per object. The network refines them in one pass on
@@ -202,27 +211,19 @@ class PropagationSession:
             raise ValueError(f"no box on frame {index}: draw at least one rectangle on it")
         if index in self._keyframes and np.array_equal(self._boxes.get(index), box_labels):
             return self._keyframes[index].copy()  # refined from these very boxes already
-        objects = ObjectIds.from_frames([box_labels])
-        channels = torch.from_numpy(objects.channels(box_labels)).to(self.device)
-        active = torch.arange(1, len(objects) + 1, device=self.device)
-        masks = self._to_working((channels[None] == active[:, None, None]).float())
-        frame = self._frame(index)
-        reference = self._propagator.encode_reference(frame, masks)
-        probabilities, _ = self._propagator.step(reference, reference.initial_previous, frame)
-        _, refined, _ = self._result(index, probabilities, active, objects, keep=False)
-        refined = np.where(refined == box_labels, refined, 0).astype(box_labels.dtype)
-        for object_id in objects.ids:
-            if not (refined == object_id).any():
-                refined[box_labels == object_id] = object_id
+        refined = self._full.refine_boxes(index, box_labels)
         self._store(index, refined)
         self._boxes[index] = np.array(box_labels, copy=True)
         return refined.copy()
 
     def remove_keyframe(self, frame_index: int) -> None:
         index = self._frame_index(frame_index)
-        for held in (self._keyframes, self._boxes, self._references, self._sides):
+        for held in (self._keyframes, self._boxes):
             held.pop(index, None)
-        self._fit_working_size()
+        self._full.forget(index)
+        self._regions.forget(index)
+        self.working.forget(index)
+        self._refit()
 
     @property
     def keyframes(self) -> tuple[int, ...]:
@@ -329,8 +330,8 @@ class PropagationSession:
         if self.adaptation.model is not None and self.model is not self.adaptation.model:
             self.model = self.adaptation.model
             self.network = inference_network(self.model, self.device, dtype)  # folded again: new weights
-            self._propagator.model = self._regions.model = self.network
-            self._references.clear()  # encoded by the previous network
+            self._full.set_network(self.network)  # features encoded by the previous network go
+            self._regions.set_network(self.network)
 
     def adapt(self, on_progress: Callable[[int, int, float], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> bool:
@@ -363,80 +364,15 @@ class PropagationSession:
         region = self.region_used[stretch.keyframe] = self.uses_region(stretch.keyframe)
         if not (stretch.backward or stretch.forward):
             return
-        if region:
-            yield from self._region_stretch(stretch, objects, keep_probabilities)
-            return
-        full_frame = FullFrameStretch(self, stretch.keyframe, channels, active, objects, keep_probabilities)
-        for frames in (stretch.backward, stretch.forward):
-            yield from full_frame.run(frames)
-
-    def _reference(self, index: int, channels: Tensor, active: Tensor, objects: ObjectIds) -> Reference:
-        """The reference features of keyframe ``index`` for its ``active`` channels, encoded
-        once and kept until the keyframe changes (keyed by the ids, not the channels: a new
-        object elsewhere shifts channels but not this keyframe's masks)."""
-        ids = tuple(int(objects.ids[c - 1]) for c in active.tolist())
-        kept = self._references.get(index)
-        if kept is not None and kept[0] == ids:
-            return kept[1]
-        masks = (channels[None] == active[:, None, None]).float()
-        reference = self._propagator.encode_reference(self._frame(index), self._to_working(masks))
-        self._references[index] = (ids, reference)
-        return reference
-
-    def _drop_full_frame_references(self) -> None:
-        """Forget the reference features encoded at the working size (it changed)."""
-        self._references = {k: v for k, v in self._references.items() if isinstance(v[1], KeyframeRegions)}
-
-    def _region_stretch(self, stretch: Stretch, objects: ObjectIds, keep: bool) -> Iterator[FrameResult]:
-        """A stretch in region mode; the keyframe's tracker is kept like reference features."""
-        kept = self._references.get(stretch.keyframe)
-        if kept is None or not isinstance(kept[1], KeyframeRegions):
-            regions = self._regions.start(self._full_frame(stretch.keyframe), self._keyframes[stretch.keyframe],
-                                          stretch.keyframe)
-            kept = self._references[stretch.keyframe] = ((), regions)
-        for direction, frames in ((-1, stretch.backward), (1, stretch.forward)):
-            self._feed.expect(frames)
-            for t, labels, confidence, probabilities in self._regions.run(
-                kept[1], stretch.keyframe, direction, frames, self._full_frame, objects, keep
-            ):
-                self.last_probabilities = probabilities if keep else self.last_probabilities
-                yield t, labels, confidence
-
-    def _full_frame(self, t: int) -> Tensor:
-        """Frame t as (1, C, H, W) float32 at full size, on the device: C = 1 for a grey stack
-        (the network's RGB made after cropping or resizing), else 3."""
-        return self._feed.get(t)
-
-    def _frame(self, t: int) -> Tensor:
-        """Frame t as (1, 3, h, w) float32 at the working size, on the device."""
-        frame = self._to_working(self._full_frame(t))
-        return frame.expand(-1, 3, -1, -1) if frame.shape[1] == 1 else frame
-
-    def _to_working(self, x: Tensor) -> Tensor:
-        """(B, h0, w0) or (B, C, h0, w0) at full size -> the working size (antialiased)."""
-        if tuple(x.shape[-2:]) == self.working_size:
-            return x
-        if x.dim() == 3:
-            return resize_bilinear(x[None], self.working_size, antialias=True)[0]
-        return resize_bilinear(x, self.working_size, antialias=True)
-
-    def _result(
-        self, t: int, probabilities: Tensor, active: Tensor, objects: ObjectIds, keep: bool
-    ) -> FrameResult:
-        """(A+1, h, w) probabilities over background + active objects -> labels at full size."""
-        full = (self.frames.height, self.frames.width)
-        probabilities = resize_bilinear(probabilities[None].float(), full)[0]
-        winner, best = winners(probabilities)
-        scores = winner_scores(winner, best, len(probabilities))
-        session_channels = torch.cat([active.new_zeros(1), active])  # output row -> object channel
-        if keep:
-            everything = torch.zeros((len(objects) + 1, *full), device=probabilities.device)
-            everything[session_channels] = probabilities
-            self.last_probabilities = everything.cpu().numpy()
-        winner, values = winners_on_host(winner, scores)
-        ids = [objects.ids[c - 1] for c in active.tolist()]
-        lookup = np.concatenate([np.zeros(1, objects.dtype), np.asarray(ids, objects.dtype)])
-        return t, lookup[winner], {int(object_id): values[row] for row, object_id in enumerate(ids, start=1)}
+        runs = (self._regions.stretch(stretch.keyframe, self._keyframes[stretch.keyframe],
+                                      ((-1, stretch.backward), (1, stretch.forward)), self._feed, objects,
+                                      keep_probabilities) if region else
+                self._full.run(stretch.keyframe, channels, active, objects, keep_probabilities,
+                               (stretch.backward, stretch.forward)))
+        for t, labels, confidence, probabilities in runs:
+            if keep_probabilities:
+                self.last_probabilities = probabilities
+            yield t, labels, confidence
 
 
 def _one_hot(channels: Tensor, num_objects: int) -> Tensor:

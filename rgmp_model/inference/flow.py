@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FLOW_METHODS = ("tvl1", "ilk")
+from rgmp_model.inference.choices import FLOW_METHODS
 
 
 def grey(frame: np.ndarray | Tensor) -> np.ndarray:

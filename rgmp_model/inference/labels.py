@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,3 +107,26 @@ def object_sides(labels: np.ndarray) -> list[int]:
     objects = ObjectIds.from_frames([labels])
     boxes = object_boxes(objects.channels(labels), list(range(1, len(objects) + 1)))
     return [max(bottom - top, right - left) for top, left, bottom, right in boxes.values()]
+
+
+class KeyframeLabels:
+    """A (T, H, W) label stack of ``shape`` holding ``keyframes`` ({frame: (H, W) labels}) and 0 on
+    every other frame, without storing the empty frames (keyframes are checked where they are used):
+    the labels ``rgmp-train finetune`` reads and the Fine-tune dock's snapshot of a Labels layer
+    (painting during a run does not change its training data). ``dtype``: the stack's (default:
+    the keyframes' common type)."""
+
+    def __init__(self, keyframes: Mapping[int, np.ndarray], shape: Sequence[int], dtype: Any = None) -> None:
+        self.keyframes = {int(t): np.asarray(k) for t, k in keyframes.items()}
+        self.dtype = np.dtype(dtype) if dtype is not None else np.result_type(*(k.dtype for k in self.keyframes.values()))
+        self.shape = tuple(int(n) for n in shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if not -self.shape[0] <= int(t) < self.shape[0]:
+            raise IndexError(f"frame {t} is outside a stack of {self.shape[0]} frames (0..{self.shape[0] - 1})")
+        found = self.keyframes.get(int(t) % self.shape[0])
+        return found if found is not None else np.zeros(self.shape[1:], self.dtype)

@@ -8,9 +8,8 @@ a numpy ``MemoryError``), the guard frees what it can (the garbage, the CUDA cac
 drops its cached features), lets the caller take less and retries that work once:
 
 - full-frame mode: a smaller working size, 3/4 of the longer side rounded down to the network
-  stride (:func:`smaller_working_size`, through the one working-size rule of
-  :mod:`rgmp_model.inference.options`); when the resize to full size failed on a GPU, that
-  resize moves to the CPU instead;
+  stride (``WorkingSize.shrink``, :mod:`rgmp_model.inference.working_size`); when the resize to
+  full size failed on a GPU, that resize moves to the CPU instead;
 - region mode: one crop per network call.
 
 It is one retry per ``propagate()`` run, and what was taken stays for the rest of the session.
@@ -28,40 +27,14 @@ from typing import Callable, TypeVar
 
 import torch
 
-from rgmp_model.constants import NETWORK_STRIDE
-from rgmp_model.inference.options import MIN_MAX_SIZE, working_size
+from rgmp_model.errors import OutOfMemory, is_out_of_memory  # the one test of a failed allocation
 
-__all__ = ["MemoryGuard", "MemoryRetryWarning", "OutOfMemory", "is_out_of_memory", "smaller_working_size"]
+__all__ = ["MemoryGuard", "MemoryRetryWarning", "OutOfMemory", "is_out_of_memory"]
 T = TypeVar("T")
-SHRINK = 3 / 4  # the retry's working size, of the longer side
-_MESSAGES = ("out of memory", "can't allocate memory", "unable to allocate")
-
-
-class OutOfMemory(RuntimeError, MemoryError):
-    """Propagation ran out of memory again after its retry (the message says what to try)."""
 
 
 class MemoryRetryWarning(UserWarning):
     """A frame ran out of memory and was retried with less (the message says how)."""
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says that an allocation failed (GPU, CPU or numpy), not another failure."""
-    if isinstance(error, OutOfMemory):
-        return False  # already the final word
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _MESSAGES)
-
-
-def smaller_working_size(height: int, width: int, current: tuple[int, int]) -> tuple[int, int] | None:
-    """The retry's (h, w) for (``height``, ``width``) frames worked at ``current``: the longer side
-    3/4 of ``current``'s, rounded down to the network stride; None when none is smaller."""
-    bound = int(max(current) * SHRINK) // NETWORK_STRIDE * NETWORK_STRIDE
-    if bound < MIN_MAX_SIZE:
-        return None
-    size = working_size(height, width, bound)
-    return size if max(size) < max(current) else None
 
 
 def free_memory(device: torch.device) -> None:

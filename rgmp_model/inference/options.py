@@ -3,51 +3,31 @@
     options = PropagationOptions(direction="both", max_size=0, device="cpu")   # 0: full size
     session = open_session("model.pt", frames, options)                        # rgmp_model.inference.session
 
-Working size, one meaning everywhere (``rgmp propagate --max-size``, the Propagate widget's working
-size, the benchmarks, training validation), decided by :func:`resolve_max_size` alone:
-``max_size`` None = the model's recorded working size when it has one, else full size;
-0 = full size; N (>= 32) = the longer side bounded by N px. When the model's recorded size applies
-(``max_size`` None), :func:`object_working_size` lets small objects keep more pixels: a keyframe
-whose median object would be under ``SMALL_OBJECT_SIDE`` px gets a larger working size, up to full
-size and ``SMALL_OBJECT_CEILING`` px (where region mode does not take the stretch).
+``max_size`` (the working size's bound: None = the model's recorded working size when it has one,
+else full size; 0 = full size; N >= 32 = N px) is resolved and applied by the one owner of the
+working size, :class:`rgmp_model.inference.working_size.WorkingSize`; ``resolve_max_size``,
+``working_size`` and ``object_working_size`` here are its rules under their public names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
-from rgmp_model.constants import ADAPT_ITERATIONS, NETWORK_STRIDE
-from rgmp_model.inference.flow import FLOW_METHODS
+from rgmp_model.constants import NETWORK_STRIDE
 from rgmp_model.inference.propagators import OFFICIAL_SCALES
-from rgmp_model.inference.plan import DIRECTIONS
-MODES = ("default", "official")
-REGION_MODES = ("auto", "on", "off")  # region mode (inference/region.py): chosen per stretch, forced on, never
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FULL_SIZE = 0  # max_size meaning "no bound: the network works at the frames' own size"
-MIN_MAX_SIZE = NETWORK_STRIDE  # smallest bound: one stride of the network
+from rgmp_model.inference.choices import (  # noqa: F401 - importable from here too
+    DEFAULT_REGION, DIRECTIONS, FLOW_METHODS, MODES, PRECISIONS, REGION_MODES,
+)
+from rgmp_model.inference.working_size import (  # noqa: F401 - re-exported
+    FULL_SIZE, MIN_MAX_SIZE, SMALL_OBJECT_CEILING, SMALL_OBJECT_SIDE, WorkingSize,
+)
 MULTISCALE = OFFICIAL_SCALES  # the scales averaged by --multiscale / the widget's "multi-scale"
-SMALL_OBJECT_SIDE = 32  # px at the working size: a median object smaller than this gets a larger working size,
-SMALL_OBJECT_CEILING = 512  # px: up to this longer side (full frames of small objects are slow; region mode is not)
 MAX_ADAPT = 10_000  # iterations of test-time adaptation at most (a guard against typos)
-
-
-def _check_max_size(value: Any, name: str = "max_size") -> int | None:
-    """``value`` as an int (or None) when it is a valid bound, else a ValueError."""
-    if value is None:
-        return None
-    if isinstance(value, Integral) and not isinstance(value, bool) and (value == FULL_SIZE or value >= MIN_MAX_SIZE):
-        return int(value)
-    raise ValueError(
-        f"{name} must be an integer >= {MIN_MAX_SIZE} (pixels), 0 (full size) or None (the "
-        f"model's working size), got {value!r}"
-    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +68,7 @@ class PropagationOptions:
     precision: str = "auto"
     object_batch: int | None = None
     flow: str | None = None
-    region: str = "auto"
+    region: str = DEFAULT_REGION
     region_crop_size: int | None = None
     split_divisions: bool = False
     adapt: int = 0
@@ -104,7 +84,7 @@ class PropagationOptions:
             raise ValueError(f"flow must be None or one of {FLOW_METHODS}, got {self.flow!r}")
         if self.flow is not None and self.mode == "official":
             raise ValueError("flow guidance is not part of the authors' procedure: use mode='default' with flow")
-        object.__setattr__(self, "max_size", _check_max_size(self.max_size))
+        object.__setattr__(self, "max_size", WorkingSize.check_bound(self.max_size))
         if self.object_batch is not None and (isinstance(self.object_batch, bool) or self.object_batch < 1):
             raise ValueError(f"object_batch must be >= 1 or None, got {self.object_batch!r}")
         if self.scales is not None:
@@ -169,40 +149,9 @@ class PropagationOptions:
         return self.replace(max_size=resolve_max_size(self.max_size, recorded_size), scales=scales)
 
 
-def resolve_max_size(max_size: int | None, recorded: int | None = None, fallback: int = FULL_SIZE) -> int:
-    """The one rule for the working size's bound (0 = full size): ``max_size`` when given (0 =
-    full size), else the model's recorded working size, else ``fallback`` (full size unless a
-    caller documents another default)."""
-    given = _check_max_size(max_size)
-    if given is not None:
-        return given
-    if isinstance(recorded, Integral) and not isinstance(recorded, bool) and recorded >= MIN_MAX_SIZE:
-        return int(recorded)
-    return _check_max_size(fallback, "fallback") or FULL_SIZE
-
-
-def working_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
-    """(height, width) scaled down so that the longer side is at most ``max_size`` (None or 0:
-    unchanged)."""
-    factor = 1.0 if not max_size else min(1.0, max_size / max(height, width))
-    return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-def object_working_size(height: int, width: int, max_size: int | None, sides: Sequence[int]) -> tuple[int, int]:
-    """(height, width) at which the model's recorded bound ``max_size`` works for objects whose
-    bounding boxes' longer sides (full-size px) are ``sides``: :func:`working_size`, unless the
-    median object would be smaller than ``SMALL_OBJECT_SIDE`` px there; then just large enough,
-    up to full size and ``SMALL_OBJECT_CEILING`` px (never smaller than ``working_size``). Only
-    for the recorded bound: a bound the user chose applies as it is."""
-    size = working_size(height, width, max_size)
-    longer = max(height, width)
-    if not sides or max(size) >= longer:
-        return size
-    median = float(np.median(sides))
-    if median * max(size) / longer >= SMALL_OBJECT_SIDE:
-        return size
-    bound = min(math.ceil(longer * SMALL_OBJECT_SIDE / max(median, 1.0)), SMALL_OBJECT_CEILING)
-    return working_size(height, width, bound) if bound > max(size) else size
+resolve_max_size = WorkingSize.resolve_bound  # the public names of the working size's rules
+working_size = WorkingSize.scaled
+object_working_size = WorkingSize.for_objects
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

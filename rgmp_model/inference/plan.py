@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DIRECTIONS = ("forward", "backward", "both")
+from rgmp_model.inference.choices import DIRECTIONS
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from rgmp_model.nn.graphs import bucket
 from rgmp_model.nn.inference import encode_r5, object_probability
 from rgmp_model.nn.network import RGMP
 
-__all__ = ["RegionOptions", "RegionTracker", "choose_region_mode", "object_boxes"]
+__all__ = ["RegionOptions", "RegionTracker", "choose_region_mode"]
 
 # On the CPU at most this many crop pixels go through the network per call: every activation
 # stays under glibc's largest recycled allocation (32 MB), which a batch of 40 crops of 96 px

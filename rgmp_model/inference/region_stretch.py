@@ -5,8 +5,9 @@ driver of one stretch.
   :func:`~rgmp_model.inference.region.choose_region_mode` on the keyframe's labels (objects small
   relative to a frame longer than 256 px), except when the options ask for what only full-frame
   mode does (official mode, flow guidance, several scales).
-- :class:`RegionRunner` builds one :class:`~rgmp_model.inference.region.RegionTracker` per keyframe
-  (its reference crops encoded once, kept by the session until the keyframe changes) and runs it
+- :class:`RegionRunner` (beside :class:`~rgmp_model.inference.full_frame.FullFrameRunner`) builds one
+  :class:`~rgmp_model.inference.region.RegionTracker` per keyframe (its reference crops encoded
+  once, kept in the runner's cache until the keyframe or the network changes) and runs it
   over a stretch's frames, one direction at a time, at full resolution; tracker channels become
   the user's ids. An object that leaves the frame or vanishes is yielded with confidence 0 on
   the frame it is lost and is absent from the results afterwards (never labelled again).
@@ -19,7 +20,7 @@ driver of one stretch.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -96,6 +97,32 @@ class RegionRunner:
         self.division_ids = DivisionIds()
         self.guard = guard or MemoryGuard(torch.device("cpu"))
         self._tracker: RegionTracker | None = None  # the one running, for the retry
+        self._started: dict[int, KeyframeRegions] = {}  # keyframe -> its tracker (its reference crops)
+
+    def forget(self, keyframe: int) -> None:
+        """``keyframe``'s labels changed or it is gone: its tracker goes."""
+        self._started.pop(keyframe, None)
+
+    def clear(self) -> None:
+        """Every keyframe's tracker goes (e.g. the network changed)."""
+        self._started.clear()
+
+    def set_network(self, network: RGMP) -> None:
+        """Run ``network`` from now on (e.g. adapted to the keyframes); trackers of the old one go."""
+        self.model = network
+        self.clear()
+
+    def stretch(self, keyframe: int, labels: np.ndarray, directions: Sequence[tuple[int, Sequence[int]]],
+                feed: Any, objects: ObjectIds, keep: bool) -> Iterator[RegionResult]:
+        """A stretch in region mode from ``keyframe`` (its (H, W) ``labels``): its tracker (started
+        once, kept until the keyframe changes) run over each ``(direction, frames)`` of
+        ``directions``; ``feed`` gives full-size frames (``expect(frames)``, ``get(t)``)."""
+        regions = self._started.get(keyframe)
+        if regions is None:
+            regions = self._started[keyframe] = self.start(feed.get(keyframe), labels, keyframe)
+        for direction, frames in directions:
+            feed.expect(frames)
+            yield from self.run(regions, keyframe, direction, frames, feed.get, objects, keep)
 
     def start(self, frame: Tensor, labels: np.ndarray, index: int = 0) -> KeyframeRegions:
         """A tracker started on keyframe ``index``'s ``frame`` (1, 3, H, W) with its (H, W) ``labels``."""

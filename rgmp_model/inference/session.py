@@ -51,12 +51,6 @@ def load_model(checkpoint: str | os.PathLike, device: str = "auto") -> tuple[RGM
         return loaded
 
 
-def clear_model_cache() -> None:
-    """Forget the cached models (their memory is freed once no session uses them)."""
-    with _lock:
-        _models.clear()
-
-
 def open_session(
     model: RGMP | str | os.PathLike, frames: Any, options: PropagationOptions | None = None
 ) -> PropagationSession:

@@ -8,17 +8,25 @@ Label images and label outputs live in :mod:`rgmp_model.io.label_io`.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
+
+from rgmp_model.io.lazy_frames import LazyFrames, PathLike  # noqa: F401 - importable from here too
+from rgmp_model.io.lazy_frames import apply_layout as _apply_layout
+from rgmp_model.io.lazy_frames import existing_path as _existing
+from rgmp_model.io.lazy_frames import frames_layout as _frames_layout
+from rgmp_model.io.lazy_frames import guess_axes as _guess_axes  # noqa: F401 - hyperstack imports it from here
+
+if TYPE_CHECKING:
+    from rgmp_model.io.zarr_stacks import ZarrFrames
 
 __all__ = [
     "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "FrameFolder", "TiffFrames", "natural_sort_key", "read_image",
@@ -27,7 +35,6 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
-PathLike = Union[str, "os.PathLike[str]"]
 Stack = Union["FrameFolder", "TiffFrames", "ZarrFrames", np.ndarray]
 
 
@@ -35,73 +42,6 @@ def natural_sort_key(name: str) -> tuple[Any, ...]:
     """Sort key that orders digit runs by value: ``frame2`` before ``frame10``."""
     parts = re.split(r"(\d+)", name.lower())
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
-
-
-def _existing(path: PathLike) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist: check the path (a folder of frames, a TIFF or an image file)")
-    return p
-
-
-class LazyFrames:
-    """Array-like over frames read on demand; subclasses set ``shape``/``dtype`` and ``_read_frame``."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _read_frame(self, t: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        """``stack[t]`` -> one frame (H,W[,C]); ``stack[a:b]`` or ``stack[[i, j]]`` -> (n,H,W[,C]).
-
-        Only the frames selected by the first index are read; further indices (a tuple, as dask
-        passes) are applied to what was read.
-        """
-        rest: tuple[Any, ...] = ()
-        if isinstance(key, tuple):
-            key, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if key is Ellipsis:
-            key, rest = slice(None), (Ellipsis, *rest)
-        n = len(self)
-        if isinstance(key, (int, np.integer)):
-            t = int(key) + n if int(key) < 0 else int(key)
-            if not 0 <= t < n:
-                raise IndexError(f"frame index {int(key)} is out of range for a stack of {n} frames")
-            frame = self._read_frame(t)
-            return frame[rest] if rest else frame
-        if isinstance(key, slice):
-            idx = list(range(n)[key])
-        else:
-            arr = np.asarray(key)
-            if arr.dtype == bool:
-                if arr.shape != (n,):
-                    raise IndexError(f"boolean frame index has shape {arr.shape}, expected ({n},)")
-                arr = np.flatnonzero(arr)
-            if arr.ndim != 1 or arr.dtype.kind not in "iu":
-                raise TypeError(f"cannot index frames with {key!r}: use an int, a slice or a list of ints")
-            idx = [int(i) + n if i < 0 else int(i) for i in arr]
-            if any(not 0 <= i < n for i in idx):
-                raise IndexError(f"frame indices {arr.tolist()} are out of range for a stack of {n} frames")
-        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
-        for j, t in enumerate(idx):
-            out[j] = self._read_frame(t)
-        return out[(slice(None), *rest)] if rest else out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[:]
-        return data if dtype is None else data.astype(dtype, copy=False)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
 
 
 class FrameFolder(LazyFrames):
@@ -158,38 +98,6 @@ def _no_frames_message(folder: Path, suffixes: Sequence[str]) -> str:
     if subdirs:
         return msg + f": pass one of its sub-folders ({', '.join(subdirs[:5])}) or a folder of frames"
     return msg + ": pass a folder of single-frame images, a TIFF stack or an image file"
-
-
-def _guess_axes(shape: tuple[int, ...]) -> str:
-    if len(shape) >= 3 and shape[-1] in (3, 4):
-        return "Q" * (len(shape) - 3) + "YXS"
-    return "Q" * (len(shape) - 2) + "YX"
-
-
-def _frames_layout(shape: tuple[int, ...], axes: str, name: str) -> tuple[tuple[int, ...], list[int], tuple[int, ...]]:
-    """(squeezed shape, axis order, output shape) that turn a TIFF series into (T,H,W[,C])."""
-    shape = tuple(int(s) for s in shape)
-    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
-        axes = _guess_axes(shape)
-    keep = [i for i, (n, a) in enumerate(zip(shape, axes)) if n != 1 or a in "YX"]
-    sq_shape = tuple(shape[i] for i in keep)
-    sq_axes = "".join(axes[i] for i in keep)
-    chan = [i for i, a in enumerate(sq_axes) if a in "SC"]
-    stack = [i for i, a in enumerate(sq_axes) if a not in "YXSC"]
-    if len(chan) > 1 or len(stack) > 1:
-        raise ValueError(
-            f"{name} has axes {axes} with shape {shape}: more than one stack axis (e.g. time and z) "
-            "or channel axis; save a single (T,Y,X) or (T,Y,X,C) series"
-        )
-    perm = [*stack, sq_axes.index("Y"), sq_axes.index("X"), *chan]
-    out = tuple(sq_shape[i] for i in perm)
-    return sq_shape, perm, out if stack else (1, *out)
-
-
-def _apply_layout(data: np.ndarray, layout: tuple[tuple[int, ...], list[int], tuple[int, ...]]) -> np.ndarray:
-    sq_shape, perm, out = layout
-    view = data.reshape(sq_shape).transpose(perm)
-    return view if view.shape == out else view[np.newaxis]
 
 
 class TiffFrames(LazyFrames):

@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from rgmp_model.io.stack_io import LazyFrames, PathLike, _existing, _frames_layout, _guess_axes
+from rgmp_model.io.lazy_frames import LazyFrames, PathLike
+from rgmp_model.io.lazy_frames import existing_path as _existing
+from rgmp_model.io.lazy_frames import frames_layout as _frames_layout
+from rgmp_model.io.lazy_frames import guess_axes as _guess_axes
 
 __all__ = ["ZARR_MARKERS", "ZarrFrames", "is_zarr", "open_zarr_array"]
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from rgmp_model.nn.file_records import check_file_record
 from rgmp_model.nn.network import RGMP, ModelConfig
 
 CHECKPOINT_FORMAT = "napari-rgmp-checkpoint"
@@ -216,8 +217,6 @@ def read_torch_file(path: str | os.PathLike, advice: str = "download or export i
 def _read_payload(path: Path) -> tuple[ModelConfig, "OrderedDict[str, Tensor]", CheckpointInfo]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path")
-    from rgmp_model.nn.models import check_file_record  # models imports this module
-
     check_file_record(path)
     payload = read_torch_file(path)
     if not isinstance(payload, Mapping) or not payload:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 

@@ -11,7 +11,6 @@ checked) and says what is wrong with a damaged file instead of raising.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgmp_model.nn.checkpoint import CheckpointInfo, read_checkpoint_info
+from rgmp_model.nn.file_records import check_file_record, file_sha256, write_file_sha256  # noqa: F401 - public here too
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_NAME = "default.pt"
@@ -48,23 +48,6 @@ def user_models_dir() -> Path:
     return base / "napari-rgmp" / "models"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_file_sha256(path: str | os.PathLike) -> Path:
-    """Record the sha256 of ``path`` beside it as ``<name>.sha256`` ("<hex>  <name>")."""
-    path = Path(path)
-    record = path.with_name(path.name + ".sha256")
-    record.write_text(f"{file_sha256(path)}  {path.name}\n")
-    return record
-
-
 @dataclass(frozen=True)
 class ModelEntry:
     """One checkpoint found by :func:`list_models`. ``problem`` is None when it reads and every
@@ -78,29 +61,6 @@ class ModelEntry:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-_verified: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> file sha256 that matched its record
-
-
-def check_file_record(path: str | os.PathLike) -> None:
-    """When a ``<name>.sha256`` record lies beside ``path`` (the bundled model's), compare the whole
-    file's sha256 with it; raise ValueError when they differ. Each file version is hashed once
-    per process. The loader calls this for every checkpoint it reads."""
-    path = Path(path)
-    record = path.with_name(path.name + ".sha256")
-    if not record.is_file():
-        return
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    expected = (record.read_text().split() or [""])[0]
-    if _verified.get(key) == expected:
-        return
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ValueError(f"{path}: file sha256 {actual[:12]}... differs from {record.name}'s {expected[:12]}...: "
-                         "the file is corrupted or was changed; reinstall napari-rgmp or copy the file again")
-    _verified[key] = expected
 
 
 def verify_model(path: str | os.PathLike, location: str = "user") -> ModelEntry:
