@@ -1,5 +1,5 @@
 """The network as propagation runs it (rgmp_model.nn.inference): frozen BatchNorm folded into its
-convolutions equals the unfolded network (fp32, 1e-4), the folded copy is kept until the weights
+convolutions equals the unfolded network (fp32, 1e-4 of each output's scale), the folded copy is kept until the weights
 change, the caller's network is never changed, and the decoder's object probability equals the
 softmax of its logits. Random weights and BatchNorm statistics; CPU (GPU checks marked gpu)."""
 
@@ -50,9 +50,17 @@ def test_folded_batchnorm_equals_the_unfolded_network(backbone: str) -> None:
         for a, b in zip(want, got):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
         reference = model.encode(frame.flip(-1), mask.flip(-1)).r5
-        p_want = torch.softmax(model.decode(want, reference).logits, dim=1)[:, 1]
-        p_got = folded.object_probability(got, folded.encode(frame.flip(-1), mask.flip(-1)).r5)
-    assert (p_got - p_want).abs().max() <= 1e-4
+        folded_reference = folded.encode(frame.flip(-1), mask.flip(-1)).r5
+        want_logits = model.decode(want, reference).logits
+        got_logits = folded.decode(got, folded_reference).logits
+        # the decoder's output to the same relative precision as the features (random ResNet-50
+        # logits reach hundreds: a probability near 0.5 moves with 1e-4 of their scale)
+        torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4 * float(want_logits.abs().max()))
+        p_want = torch.softmax(want_logits, dim=1)[:, 1]
+        p_got = folded.object_probability(got, folded_reference)
+    assert (p_got - torch.softmax(got_logits, dim=1)[:, 1]).abs().max() <= 1e-5
+    # and the probability moves no more than the logits allow (two classes: |dp| <= max|d logit| / 2)
+    assert (p_got - p_want).abs().max() <= max(1e-4, 0.5 * float((got_logits - want_logits).abs().max()))
     for key, value in model.state_dict().items():  # the caller's network is never changed
         assert torch.equal(value, before[key]), key
 
