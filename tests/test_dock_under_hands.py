@@ -33,9 +33,8 @@ def clip():
     return synthetic_video(num_frames=T, height=H, width=W, num_objects=2, seed=5)
 
 
-@pytest.fixture
-def dock(make_napari_viewer, checkpoint, clip, caplog):
-    """A viewer with the clip, its frame-0 labels and the Propagate dock (forward, CPU)."""
+def clip_in_dock(make_napari_viewer, checkpoint, clip):
+    """A viewer with the clip, its frame-0 labels and the Propagate dock docked (CPU)."""
     viewer = make_napari_viewer()
     viewer.add_image(clip.frames, name="clip", rgb=True)
     labels = np.zeros(clip.labels.shape, np.uint16)
@@ -45,6 +44,13 @@ def dock(make_napari_viewer, checkpoint, clip, caplog):
     widget.test_dock = viewer.window.add_dock_widget(widget)
     widget.set_checkpoint(checkpoint)
     widget.device_combo.setCurrentText("cpu")
+    return viewer, widget
+
+
+@pytest.fixture
+def dock(make_napari_viewer, checkpoint, clip, caplog):
+    """A viewer with the clip, its frame-0 labels and the Propagate dock (forward, CPU)."""
+    viewer, widget = clip_in_dock(make_napari_viewer, checkpoint, clip)
     widget.direction_combo.setCurrentText("forward")
     caplog.set_level(logging.ERROR)
     start = len(notification_manager.records)
@@ -231,15 +237,7 @@ def test_an_unexpected_error_in_the_propagation_job_is_one_notification_and_a_lo
         raise KeyError("channels")
 
     monkeypatch.setattr(propagate_job, "open_session", bug)
-    viewer = make_napari_viewer()
-    viewer.add_image(clip.frames, name="clip", rgb=True)
-    labels = np.zeros(clip.labels.shape, np.uint16)
-    labels[0] = clip.labels[0]
-    viewer.add_labels(labels, name="objects")
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
+    viewer, widget = clip_in_dock(make_napari_viewer, checkpoint, clip)
     start = len(notification_manager.records)
     with caplog.at_level(logging.ERROR, logger="napari_rgmp"):
         widget.run()
