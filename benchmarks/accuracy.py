@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="region mode of the model methods, as `rgmp propagate --region` (default auto)")
     parser.add_argument("--region-crop-size", type=int, default=None, metavar="PX",
                         help="network side of every region-mode crop (a multiple of 32; default: from the "
-                             "keyframe's median object, 64-256 px)")
+                             "keyframe's median object seen at twice its size, 64-256 px)")
     parser.add_argument("--adapt", type=int, default=0, metavar="N",
                         help="test-time adaptation of the model methods: N iterations on the keyframe first "
                              "(as rgmp propagate --adapt; its time is printed apart from frames/s)")

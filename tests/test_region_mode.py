@@ -270,3 +270,20 @@ def test_the_previous_mask_of_the_next_frame_is_the_objects_pixels() -> None:
             np.testing.assert_array_equal(previous, (result.channels[t0:t1, l0:l1] == c).astype(np.float32))
         assert result.confidence[1] < 0.9  # object 1's probability is soft indeed
     assert (result.channels == 1).sum() >= 0.9 * (key == 1).sum()  # and has not shrunk
+
+
+@pytest.mark.parametrize(("radius", "scale", "expected"), [(10, 1.0, 64), (10, 2.0, 96), (40, 1.0, 192), (40, 2.0, 256)])
+def test_automatic_crop_size_sees_the_median_object_at_crop_scale(radius, scale, expected) -> None:
+    # box side 2r + 1 (the disc's pixels), crop side (2r + 1) x 2.5, times crop_scale, rounded to
+    # the network stride and clipped to 64-256 px
+    shape = (512, 512)
+    key = disc(shape, (256, 256), radius).astype(np.int64)
+    tracker = RegionTracker(LocalRuleModel(), RegionOptions(normalise=False, crop_scale=scale), grey=True)
+    tracker.start(frame_tensor(key.astype(np.float32)), key, [1])
+    assert tracker.crop_size == expected
+
+
+def test_crop_scale_default_is_two_and_must_be_positive() -> None:
+    assert RegionOptions().crop_scale == 2.0
+    with pytest.raises(ValueError, match="crop_scale > 0"):
+        RegionOptions(crop_scale=0)

@@ -50,7 +50,7 @@ class PropagationOptions:
         many objects small relative to a frame longer than 256 px; never with official mode, flow
         or several scales). Region mode ignores ``max_size`` (crops are cut from the full frames).
     region_crop_size: network side of every crop in region mode (a multiple of 32); None = from the
-        keyframe's median object, 64-256 px.
+        keyframe's median object, seen at twice its size (``RegionOptions.crop_scale``), 64-256 px.
     split_divisions: region mode only. False (default): an object that divides keeps its id on
         both parts. True: a part that separates from an object (a daughter cell holding at least
         a fifth of it) gets a new id, the largest id on any keyframe + 1, + 2, ... (unique in the

@@ -54,7 +54,11 @@ CPU_CROP_PIXELS = 192 * 1024
 @dataclass(frozen=True)
 class RegionOptions:
     """``crop_size``: network input side of every crop (a multiple of the network stride; None:
-    chosen per keyframe from the median crop, 64-256 px). ``context``: margin on each side in
+    chosen per keyframe: the median crop's side times ``crop_scale``, 64-256 px). ``crop_scale``:
+    network pixels per frame pixel that the automatic size aims at; 2 (each object seen at twice
+    its size) keeps a large low-contrast nucleus's outline where one step at 1 placed it inside,
+    5-15% of its area a frame, and lifts the fluorescence set (docs/benchmarks.md, "why masks
+    shrink"). ``context``: margin on each side in
     box sizes. ``normalise``: per-crop percentile normalisation (None: on grey stacks only).
     ``min_area``: pixels below which an object counts as gone. ``split_divisions``: separated
     parts become new objects. ``batch``: crops per network call. ``min_contrast``: a crop's
@@ -69,14 +73,15 @@ class RegionOptions:
     split_fraction: float = 0.2  # a part counts as separated when it holds this much of the object
     batch: int = 32
     min_contrast: float = 0.5
+    crop_scale: float = 2.0
 
     def __post_init__(self) -> None:
         if self.crop_size is not None and (self.crop_size < RGMP.stride or self.crop_size % RGMP.stride):
             raise ValueError(f"region crop_size must be a multiple of {RGMP.stride}, got {self.crop_size}")
         if (self.context < 0 or self.min_area < 1 or self.batch < 1 or not 0 < self.split_fraction < 0.5
-                or self.min_contrast < 0):
+                or self.min_contrast < 0 or self.crop_scale <= 0):
             raise ValueError("region options: context >= 0, min_area >= 1, batch >= 1, 0 < split_fraction < 0.5, "
-                             "min_contrast >= 0")
+                             "min_contrast >= 0, crop_scale > 0")
 
 
 def _crop_side(box: tuple[int, int, int, int], context: float) -> float:
@@ -216,7 +221,8 @@ class RegionTracker:
         boxes = object_boxes(channels, active)
         if self.options.crop_size is None and boxes:
             median = float(np.median([_crop_side(b, self.options.context) for b in boxes.values()]))
-            self.crop_size = int(np.clip(round(median / RGMP.stride) * RGMP.stride, 64, 256))
+            side = median * self.options.crop_scale
+            self.crop_size = int(np.clip(round(side / RGMP.stride) * RGMP.stride, 64, 256))
         order = sorted(boxes)
         windows = [self._window(boxes[c], 0.0, shape) for c in order]
         self.tracks = {}
