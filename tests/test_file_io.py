@@ -156,11 +156,30 @@ def test_a_photo_chosen_as_labels_is_a_notification(make_napari_viewer, tmp_path
 def test_manifest_reader_patterns_are_the_label_name_patterns() -> None:
     from npe2 import PluginManifest
 
-    from napari_rgmp.file_io import LABEL_FILE_PATTERNS
+    from napari_rgmp.file_io import label_file_patterns
 
     manifest = PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari_rgmp" / "napari.yaml")
     (reader,) = manifest.contributions.readers
-    assert tuple(reader.filename_patterns) == LABEL_FILE_PATTERNS and not reader.accepts_directories
+    assert tuple(reader.filename_patterns) == label_file_patterns() and not reader.accepts_directories
+
+
+def test_manifest_patterns_follow_the_format_registry() -> None:
+    """napari.yaml's reader claims each label-holding file format of rgmp_model.io.formats (never
+    JPEG, never a folder format), and each writer's extensions are its format's suffixes."""
+    from npe2 import PluginManifest
+
+    from napari_rgmp.file_io import WRITERS
+    from rgmp_model.io.formats import file_formats, format_named
+
+    manifest = PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari_rgmp" / "napari.yaml")
+    (reader,) = manifest.contributions.readers
+    claimed = {"." + p.rpartition(".")[2] for p in reader.filename_patterns}
+    expected = {s for f in file_formats() if f.holds_labels and not f.folder for s in f.suffixes}
+    assert claimed == expected and ".jpg" not in claimed and ".zarr" not in claimed
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    writers = {commands[w.command].rpartition(":")[2]: tuple(w.filename_extensions)
+               for w in manifest.contributions.writers}
+    assert writers == {f.__name__: format_named(name).suffixes for name, f in WRITERS.items()}
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".png"])
