@@ -1,7 +1,7 @@
 """The Propagate dock's controls and their layout, top to bottom: the inputs and options (a form,
 one row each: :meth:`PropagateControls.option_rows`), Run / Cancel, the progress bar, the status
 line, the confidence plot, the correction buttons and the export. At 1280x800 all of it shows
-without scrolling, with room for one more option row (tests/test_dock_layout.py). What the
+without scrolling, with room for one more option row (tests/plugin/test_dock_layout.py). What the
 controls do: :class:`napari_rgmp.propagate_widget.PropagateWidget`.
 """
 
@@ -85,7 +85,7 @@ class PropagateControls(ScrollDock):
 
     def option_rows(self) -> list[tuple[str, QWidget]]:
         """The form's rows, top to bottom: (label, field). One more option is one more row here
-        (the dock has room for it at 1280x800, tests/test_dock_layout.py)."""
+        (the dock has room for it at 1280x800, tests/plugin/test_dock_layout.py)."""
         return [
             ("image", self.image_combo),
             ("axis", self.axis_combo),
