@@ -1,4 +1,4 @@
-"""Shared checks of the bad-input tests (tests/test_bad_input*.py): what a user reads, and that
+"""Shared checks of the bad-input tests (tests/*/test_bad_input*.py): what a user reads, and that
 nothing a user owns (files, arrays, layers) changed."""
 
 from __future__ import annotations
