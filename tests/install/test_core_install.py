@@ -50,7 +50,7 @@ def test_core_dependencies_hold_no_napari_or_qt(project) -> None:
 
 def test_the_napari_extra_is_in_all(project) -> None:
     extras = {name: {_requirement_name(r) for r in reqs} for name, reqs in project["optional-dependencies"].items()}
-    assert {"napari", "qtpy", "superqt"} <= extras["napari"]
+    assert {"napari", "magicgui", "qtpy", "superqt"} <= extras["napari"]
     assert extras["napari"] <= extras["all"] and extras["batch"] <= extras["all"]
 
 
