@@ -10,7 +10,7 @@ with the decoder width it ships with, at the working sizes given by --working-si
 0 = full size).
 
 Rows (random weights; speed does not depend on them):
-  (a) the authors' run.py procedure (tests/authors_reference.py): each object and a background
+  (a) the authors' run.py procedure (tests/helpers/authors_reference.py): each object and a background
       pass one at a time, scales 0.5/0.75/1.0, tensors moved per call, the whole sequence's
       probabilities held in memory, as in their code;
   (b) our official mode (same procedure and results, passes batched, streaming);
@@ -68,8 +68,8 @@ def worker(config: dict) -> dict:
             torch.cuda.synchronize()
 
     if config["method"] == "authors":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from authors_reference import infer_mo, pad_like_dataset
+        sys.path.insert(0, str(ROOT))
+        from tests.helpers.authors_reference import infer_mo, pad_like_dataset
 
         def run(count: int) -> None:
             f = torch.from_numpy(frames[:count]).float().div(255).permute(0, 3, 1, 2)

@@ -89,8 +89,12 @@ class ExportPanel(QWidget):
     def _ask(self, kind: str, name: str) -> str:
         if kind == "ctc":
             return QFileDialog.getExistingDirectory(self, "Cell Tracking Challenge result folder (an empty one)")
-        path, _ = QFileDialog.getSaveFileName(self, "Save the labels as a TIFF", f"{name}.tif", "Label TIFF (*.tif *.tiff)")
-        return path if not path or path.lower().endswith((".tif", ".tiff")) else path + ".tif"
+        from rgmp_model.io.formats import format_named
+
+        suffixes = format_named("tif").suffixes
+        path, _ = QFileDialog.getSaveFileName(self, "Save the labels as a TIFF", f"{name}{suffixes[0]}",
+                                              f"Label TIFF ({' '.join('*' + s for s in suffixes)})")
+        return path if not path or path.lower().endswith(suffixes) else path + suffixes[0]
 
     def export(self, kind: str) -> None:
         """Ask for the target and write ``kind`` ("tiff" or "ctc") in a worker."""

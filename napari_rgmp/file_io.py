@@ -2,7 +2,7 @@
 
 napari asks a reader only for the file names its manifest patterns match (npe2 matches the name
 alone, never the content), and offers a choice (File > Open's reader dialog) whenever two readers
-match a path. So the reader claims only names that say "labels" (:data:`LABEL_FILE_PATTERNS`,
+match a path. So the reader claims only names that say "labels" (:func:`label_file_patterns`,
 also in ``napari.yaml``): an ordinary photo, TIFF stack or folder of frames reaches napari's own
 reader alone, exactly as without this plugin.
 
@@ -26,39 +26,49 @@ import numpy as np
 
 LayerData = tuple[Any, dict[str, Any], str]
 
-# The reader's filename_patterns in napari.yaml (tests/test_file_io.py keeps both equal): names
-# that say labels (label, mask: Cell Tracking Challenge results and cellpose's *_masks, annotation,
-# truth, man_seg / man_track: CTC ground truth) and `rgmp propagate`'s default output (*_rgmp.tif).
-LABEL_FILE_PATTERNS: tuple[str, ...] = tuple(
-    f"{stem}{suffix}"
-    for stem in ("*label*", "*mask*", "*annotation*", "*truth*", "man_seg*", "man_track*", "*_rgmp")
-    for suffix in (".tif", ".tiff", ".png")
-)
+LABEL_NAME_STEMS = ("*label*", "*mask*", "*annotation*", "*truth*", "man_seg*", "man_track*", "*_rgmp")
+"""Names that say labels (label, mask: Cell Tracking Challenge results and cellpose's *_masks,
+annotation, truth, man_seg / man_track: CTC ground truth) and ``rgmp propagate``'s default output."""
 
 
-def _is_palette_png(path: Path) -> bool:
+def label_file_formats() -> tuple[Any, ...]:
+    """The formats of :mod:`rgmp_model.io.formats` whose files the reader may open as labels: files
+    (not folders) that hold label ids losslessly (TIFF, PNG, BMP; never JPEG)."""
+    from rgmp_model.io.formats import file_formats
+
+    return tuple(f for f in file_formats() if f.holds_labels and not f.folder)
+
+
+def label_file_patterns() -> tuple[str, ...]:
+    """The reader's filename_patterns in napari.yaml (a test keeps both equal): each name of
+    :data:`LABEL_NAME_STEMS` with each suffix of :func:`label_file_formats`."""
+    return tuple(f"{stem}{suffix}" for stem in LABEL_NAME_STEMS for f in label_file_formats() for suffix in f.suffixes)
+
+
+def _is_palette_image(path: Path) -> bool:
     from PIL import Image
 
-    if path.suffix.lower() != ".png":
-        return False
     with Image.open(path) as image:
         return image.mode in ("P", "PA")
 
 
 def _is_label_file(path: Path) -> bool:
-    """Palette PNG, or an integer grey image that looks like labels (see looks_like_label_image)."""
+    """A palette image (PNG, BMP), or an integer grey image that looks like labels (see
+    looks_like_label_image): the first frame of a stack format (TIFF), or a frame format's image."""
+    from rgmp_model.io.formats import format_of
     from rgmp_model.io.label_io import looks_like_label_image, open_label_stack
     from rgmp_model.io.stack_io import read_image
 
+    fmt = format_of(path)
+    if fmt is None or fmt not in label_file_formats():
+        return False
     try:
-        if _is_palette_png(path):
-            return True
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if fmt.open_label_stack is not None:
             first = np.asarray(open_label_stack(path)[0])  # integer stacks only (else ValueError)
-        elif path.suffix.lower() == ".png":
-            first = read_image(path)
+        elif _is_palette_image(path):
+            return True
         else:
-            return False
+            first = read_image(path)
         return looks_like_label_image(first, path.name)
     except (ValueError, OSError):
         return False
@@ -72,7 +82,7 @@ def _napari_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
-    """npe2 reader (called for the names of :data:`LABEL_FILE_PATTERNS`): a label file -> a Labels
+    """npe2 reader (called for the names of :func:`label_file_patterns`): a label file -> a Labels
     layer; anything else -> napari's own reader (never refused: choosing this reader in napari's
     dialog, or remembering that choice, always opens the file)."""
     if isinstance(path, (str, Path)) and Path(path).is_file() and _is_label_file(Path(path)):
@@ -130,3 +140,9 @@ def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         for t, frame in enumerate(array):
             writer[t] = frame
     return [str(folder)]
+
+
+WRITERS: dict[str, Callable[[str, Any, dict[str, Any]], list[str]]] = {
+    "tif": write_labels_tiff, "png": write_labels_png}
+"""The npe2 writer of each format of :mod:`rgmp_model.io.formats` napari saves Labels layers to (a
+test checks napari.yaml's writers' filename_extensions against the formats' suffixes)."""

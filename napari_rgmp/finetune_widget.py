@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
+from magicgui.widgets import ComboBox, Container, LineEdit, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QComboBox, QFileDialog, QFormLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout,
     QWidget,
 )
 
@@ -53,6 +54,28 @@ logger = logging.getLogger(__name__)
 
 _SHOWN_FRAMES = 12  # training frames listed before "..."
 NO_LABELS = "(choose a Labels layer)"
+
+
+TRAINING_FIELDS = ("iterations", "learning_rate", "batch_size", "crop_size", "device")
+
+
+def training_form() -> Container:
+    """The training options, a magicgui form with one labelled row per field of
+    :data:`TRAINING_FIELDS`, at fine-tuning's defaults (``training/configs/finetune.yaml``, the
+    one owner: ``rgmp-train finetune`` starts from the same values); devices from
+    :func:`.devices.available_devices`."""
+    from training.config import CONFIG_DIR, load_config
+
+    defaults = load_config(CONFIG_DIR / "finetune.yaml")
+    form = Container(widgets=[
+        SpinBox(name="iterations", min=1, max=1_000_000, step=50, value=defaults.optim.iterations),
+        LineEdit(name="learning_rate", label="learning rate", value=f"{defaults.optim.lr:g}"),
+        SpinBox(name="batch_size", label="batch size", min=1, max=256, value=defaults.data.batch_size),
+        SpinBox(name="crop_size", label="crop size (px)", min=32, max=2048, step=32, value=defaults.data.crop_size[0]),
+        ComboBox(name="device", choices=available_devices()),  # auto, cpu, cuda:N, mps
+    ], labels=True)
+    form.margins = (0, 0, 0, 0)
+    return form
 
 
 class ProgressRelay(QObject):
@@ -110,15 +133,12 @@ class FinetuneWidget(ScrollDock):
         self.labels_note.setVisible(False)
         self.picker = CheckpointPicker("Base checkpoint")
         self.checkpoint_info = self.picker.info_label
-        self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=100, singleStep=50)
-        self.learning_rate = QLineEdit("5e-05")
+        self.training_form = training_form()  # a magicgui form; its fields' Qt widgets below
+        self.iterations, self.learning_rate, self.batch_size, self.crop_size, self.device = (
+            self.training_form[name].native for name in TRAINING_FIELDS)
         validator = QDoubleValidator(0.0, 1.0, 12, self.learning_rate)
         validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
         self.learning_rate.setValidator(validator)
-        self.batch_size = QSpinBox(minimum=1, maximum=256, value=4)
-        self.crop_size = QSpinBox(minimum=32, maximum=2048, value=256, singleStep=32, suffix=" px")
-        self.device = QComboBox()
-        self.device.addItems(available_devices())  # auto, cpu, cuda:N, mps
         self.output_path = QLineEdit(placeholderText="where to save the fine-tuned checkpoint")
         self.output_button = QPushButton("...", toolTip="choose where to save the fine-tuned checkpoint")
         self.run_button, self.stop_button = QPushButton("Run"), QPushButton("Stop", enabled=False)
@@ -135,10 +155,8 @@ class FinetuneWidget(ScrollDock):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for label, field in [
             ("image", self.image_combo), ("labels", self.labels_combo), (None, self.labels_note),
-            (self.axis_label, self.axis_combo), (None, self.frames_label), ("base", self.picker), ("iterations", self.iterations),
-            ("learning rate", self.learning_rate),
-            ("batch size", self.batch_size), ("crop size", self.crop_size), ("device", self.device),
-            ("output", row(self.output_path, self.output_button)),
+            (self.axis_label, self.axis_combo), (None, self.frames_label), ("base", self.picker),
+            (None, self.training_form.native), ("output", row(self.output_path, self.output_button)),
         ]:
             if label is None:
                 form.addRow(field)

@@ -16,9 +16,14 @@ import napari
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from .file_io import read_labels
+from .file_io import label_file_formats, read_labels
 
-LABEL_FILTER = "Label images (*.png *.tif *.tiff *.bmp);;All files (*)"
+
+
+def label_filter() -> str:
+    """The file dialog's filter: the label file formats of the registry (see :func:`.file_io.label_file_formats`)."""
+    names = " ".join(f"*{s}" for f in label_file_formats() for s in f.suffixes)
+    return f"Label images ({names});;All files (*)"
 
 
 def add_labels(viewer: Any, path: str | Path) -> Any:
@@ -58,7 +63,7 @@ def open_chosen_labels(viewer: Any, folder: bool, parent: QWidget | None = None)
         path = QFileDialog.getExistingDirectory(parent, "Open a folder of label images as Labels", _start_folder())
     else:
         path, _ = QFileDialog.getOpenFileName(parent, "Open a label image or stack as Labels", _start_folder(),
-                                              LABEL_FILTER)
+                                              label_filter())
     if not path:
         return None
     _remember(path)

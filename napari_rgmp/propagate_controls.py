@@ -1,15 +1,16 @@
 """The Propagate dock's controls and their layout, top to bottom: the inputs and options (a form,
 one row each: :meth:`PropagateControls.option_rows`), Run / Cancel, the progress bar, the status
 line, the confidence plot, the correction buttons and the export. At 1280x800 all of it shows
-without scrolling, with room for one more option row (tests/test_dock_layout.py). What the
+without scrolling, with room for one more option row (tests/plugin/test_dock_layout.py). What the
 controls do: :class:`napari_rgmp.propagate_widget.PropagateWidget`.
 """
 
 from __future__ import annotations
 
 import napari
+from magicgui.widgets import CheckBox, ComboBox, Container
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget,
+    QComboBox, QFormLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget,
 )
 
 from rgmp_model.inference.choices import DEFAULT_DIRECTION, DEFAULT_REGION, DIRECTIONS, REGION_MODES, first
@@ -26,6 +27,24 @@ from .working_size import WorkingSizeSpin
 
 NEW_LAYER = "(new layer)"
 NO_BOXES = "(use the labels)"
+
+
+RUN_OPTION_FIELDS = ("direction", "region", "device", "multiscale", "split_divisions", "adapt")
+
+
+def run_options_form() -> Container:
+    """The run's options as magicgui fields, named by :data:`RUN_OPTION_FIELDS` (their values:
+    :meth:`napari_rgmp.propagate_widget.PropagateWidget.options`). Choices and defaults come from
+    :mod:`rgmp_model.inference.choices`, devices from :func:`.devices.available_devices`; the dock
+    pairs them on its form's rows (:meth:`PropagateControls.option_rows`) so that all of it fits 1280x800."""
+    return Container(widgets=[
+        ComboBox(name="direction", choices=first(DEFAULT_DIRECTION, DIRECTIONS)),
+        ComboBox(name="region", choices=first(DEFAULT_REGION, REGION_MODES)),  # one full-resolution crop per object
+        ComboBox(name="device", choices=available_devices()),
+        CheckBox(name="multiscale", text="multi-scale"),
+        CheckBox(name="split_divisions", text="daughter cells get new ids"),
+        CheckBox(name="adapt", text="adapt to the keyframes"),  # test-time adaptation before the frames
+    ], labels=False)
 
 
 class PropagateControls(ScrollDock):
@@ -47,18 +66,12 @@ class PropagateControls(ScrollDock):
         self.keyframes_label = QLabel()
         self.keyframes_label.setWordWrap(True)
         self.flat_frame_button = QToolButton(text="use frame shown")
-        self.direction_combo = QComboBox()
-        self.direction_combo.addItems(first(DEFAULT_DIRECTION, DIRECTIONS))
         self.picker = CheckpointPicker("RGMP checkpoint")
         self.checkpoint_combo, self.checkpoint_info = self.picker.combo, self.picker.info_label
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
+        self.run_options = run_options_form()  # magicgui fields; their Qt widgets below, laid out in rows
+        (self.direction_combo, self.region_combo, self.device_combo, self.multiscale_check, self.split_check,
+         self.adapt_check) = (self.run_options[name].native for name in RUN_OPTION_FIELDS)
         self.max_size_spin = WorkingSizeSpin()  # the model's working size until the user sets one
-        self.multiscale_check = QCheckBox("multi-scale")
-        self.region_combo = QComboBox()  # region mode: one full-resolution crop per object
-        self.region_combo.addItems(first(DEFAULT_REGION, REGION_MODES))
-        self.split_check = QCheckBox("daughter cells get new ids")
-        self.adapt_check = QCheckBox("adapt to the keyframes")  # test-time adaptation before the frames
         self.output_combo = LayerCombo(self.viewer, napari.layers.Labels, none_text=NEW_LAYER)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -85,7 +98,7 @@ class PropagateControls(ScrollDock):
 
     def option_rows(self) -> list[tuple[str, QWidget]]:
         """The form's rows, top to bottom: (label, field). One more option is one more row here
-        (the dock has room for it at 1280x800, tests/test_dock_layout.py)."""
+        (the dock has room for it at 1280x800, tests/plugin/test_dock_layout.py)."""
         return [
             ("image", self.image_combo),
             ("axis", self.axis_combo),

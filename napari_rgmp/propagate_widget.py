@@ -199,12 +199,12 @@ class PropagateWidget(PropagateControls):
 
     def options(self) -> PropagationOptions:
         """The propagation options the controls say (checked by PropagationOptions)."""
+        chosen = self.run_options.asdict()  # the magicgui fields (propagate_controls.run_options_form)
         return PropagationOptions(
-            direction=self.direction_combo.currentText(), device=self.device_combo.currentText(),
-            scales=MULTISCALE if self.multiscale_check.isChecked() else None,
-            max_size=self.max_size_spin.max_size(),
-            region=self.region_combo.currentText(), split_divisions=self.split_check.isChecked(),
-            adapt=ADAPT_ITERATIONS if self.adapt_check.isChecked() else 0,
+            direction=chosen["direction"], device=chosen["device"],
+            scales=MULTISCALE if chosen["multiscale"] else None, max_size=self.max_size_spin.max_size(),
+            region=chosen["region"], split_divisions=chosen["split_divisions"],
+            adapt=ADAPT_ITERATIONS if chosen["adapt"] else 0,
         )
 
     # ---------------------------------------------------------------------------------- running

@@ -4,7 +4,7 @@ awaited when the dock or the viewer closes.
 
 - Scrolling: napari 0.9 does not put dock widgets in a scroll area itself. A dock asks for at most
   MAX_HINT_HEIGHT, the height napari's right-hand area has in a 1280x800 window; the Propagate
-  dock's controls and plot fit that height (tests/test_dock_layout.py).
+  dock's controls and plot fit that height (tests/plugin/test_dock_layout.py).
 - Sharing: the second napari-rgmp dock opened in the same area becomes a tab beside the first
   (napari would stack them, each with half the height), so each has the whole height.
 - The view: a dock narrows the canvas, and napari keeps the zoom it had: the data is fitted again.

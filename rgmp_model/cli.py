@@ -77,23 +77,30 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def find_sequences(path: Path, resolution: str = "480p") -> dict[str, Path]:
     """Sequence name -> label stack path (TIFF file or folder of label images)."""
-    from rgmp_model.io.stack_io import IMAGE_SUFFIXES, TIFF_SUFFIXES
+    from rgmp_model.io.formats import format_of
+
+    def stack_file(p: Path) -> bool:  # a file that holds a label stack (TIFF), not one frame
+        fmt = format_of(p)
+        return fmt is not None and not fmt.folder and fmt.open_label_stack is not None
+
+    def frame_file(p: Path) -> bool:  # one frame of a folder of label images (PNG)
+        fmt = format_of(p)
+        return fmt is not None and fmt.frame_file and fmt.open_label_stack is None
 
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_file():
-        if path.suffix.lower() not in TIFF_SUFFIXES:
+        if not stack_file(path):
             raise ValueError(f"{path}: a single file must be a label TIFF stack")
         return {path.stem: path}
     davis = path / "Annotations" / resolution
     if davis.is_dir():
         path = davis
-    if any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and f.suffix.lower() not in TIFF_SUFFIXES
-           for f in path.iterdir()):
+    if any(frame_file(f) for f in path.iterdir()):
         return {path.name: path}
     found = {}
     for child in sorted(path.iterdir()):
-        if child.is_dir() or child.suffix.lower() in TIFF_SUFFIXES:
+        if child.is_dir() or stack_file(child):
             found[child.stem if child.is_file() else child.name] = child
     if not found:
         raise ValueError(f"{path} holds no label sequences (folders of label images or TIFF stacks)")

@@ -73,7 +73,7 @@ step() {  # step TITLE COMMAND...: run, time, copy the output into the report
 
 # 1. tests
 step "GPU tests" "$PY" -m pytest -q --run-gpu -m gpu -p no:cacheprovider \
-    tests/test_inference_network.py tests/test_region_batch.py
+    tests/nn/test_inference_network.py tests/inference/test_region_batch.py
 
 # 2. speed of the engine (frames/s, time outside the network)
 if [ "$GPU" = 1 ]; then

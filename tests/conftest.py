@@ -1,5 +1,6 @@
 """Shared pytest configuration: slow and GPU tests are skipped unless asked for; tests that need
-napari, Qt and a display are marked ``gui`` (``make test-core`` runs the others, without xvfb)."""
+napari, Qt and a display are marked ``gui`` (``make test-core`` runs the others, without xvfb).
+The shared fixtures are in :mod:`tests.helpers.fixtures`; the layout is in tests/README.md."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import sys
 
 import pytest
+
+pytest_plugins = ["tests.helpers.fixtures"]  # the shared fixtures
 
 GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp"}
 # A module that imports napari or Qt at its top, or a test whose own code (a subprocess's script
@@ -45,20 +48,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not config.getoption("--run-gpu"):
             item.add_marker(skip_gpu)
-
-
-@pytest.fixture(autouse=True)
-def _private_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test sees an empty user model folder of its own, never the real ~/.cache one."""
-    monkeypatch.setenv("RGMP_MODELS_DIR", str(tmp_path_factory.mktemp("user_models")))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny random-weight checkpoint (ResNet-18 encoder, decoder 8), one per test module."""
-    import torch
-
-    from rgmp_model import build_rgmp, save_checkpoint
-
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", build_rgmp("resnet18", 8), {"recipe": "random"})

@@ -21,8 +21,9 @@ import numpy as np
 
 from rgmp_model.adapt.pairs import ImageSource
 from rgmp_model.inference.frames import FrameStack
+from rgmp_model.io.formats import frame_suffixes
 from rgmp_model.io.label_io import read_label_image
-from rgmp_model.io.stack_io import IMAGE_SUFFIXES, PathLike, natural_sort_key, read_image
+from rgmp_model.io.stack_io import PathLike, natural_sort_key, read_image
 
 from .video_sources import VideoSequence, VideoSource, _lru
 
@@ -54,7 +55,7 @@ def _folder(path: PathLike, what: str) -> Path:
 def _files_by_stem(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir(), key=lambda q: natural_sort_key(q.name)):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+        if p.is_file() and p.suffix.lower() in frame_suffixes() and not p.name.startswith("."):
             if p.stem in files:
                 raise ValueError(f"{folder} holds two files with the stem {p.stem!r} ({files[p.stem].name}, {p.name}):"
                                  " keep one, files are paired by stem")
@@ -85,7 +86,7 @@ class FolderSource:
         images = _files_by_stem(_folder(images_dir, "folder of images"))
         masks = _files_by_stem(_folder(masks_dir, "folder of masks"))
         if not images:
-            raise ValueError(f"{images_dir} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(f"{images_dir} holds no image files ({', '.join(frame_suffixes())})")
         no_mask = [s for s in images if s not in masks]
         no_image = [s for s in masks if s not in images]
         if no_mask or no_image:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from rgmp_model.io.formats import format_of
 from rgmp_model.io.stack_io import (
-    TIFF_SUFFIXES,
     LazyFrames,
     PathLike,
     _check_tiff_complete,
@@ -33,7 +33,6 @@ from rgmp_model.io.stack_io import (
     _guess_axes,
     open_image_stack,
 )
-from rgmp_model.io.zarr_stacks import is_zarr, open_zarr_array
 
 __all__ = ["AXES", "Hyperstack", "PlaneFrames", "StackView", "open_hyperstack"]
 
@@ -268,7 +267,7 @@ class MappedPerRead:
         return self.shape[0]
 
 
-def _tiff_array(path: Path) -> tuple[Any, str]:
+def tiff_array(path: Path) -> tuple[Any, str]:
     """A TIFF's first series as an N-D array-like and its axes: read through a memory map per read
     (:class:`MappedPerRead`) when its data are contiguous and uncompressed, else a zarr view that
     decodes one page (plane) at a time."""
@@ -300,10 +299,9 @@ def open_hyperstack(path: PathLike, axes: str | None = None) -> Hyperstack:
     an image -> :class:`Hyperstack`, read lazily. ``axes`` names the axes when the file does not
     (or names them wrongly), e.g. "ZTYX"."""
     p = _existing(path)
-    if is_zarr(p):
-        data, found = open_zarr_array(p)
-    elif p.suffix.lower() in TIFF_SUFFIXES and p.is_file():
-        data, found = _tiff_array(p)
+    fmt = format_of(p)
+    if fmt is not None and fmt.open_axes is not None:  # a format that names axes (TIFF, zarr)
+        data, found = fmt.load("open_axes")(p)  # type: ignore[misc]
     else:
         data = open_image_stack(p)
         found = "TYXC" if data.ndim == 4 else "TYX"

@@ -25,12 +25,12 @@ Keyframes = dict[int, dict[int, np.ndarray]]
 def label_hyperstack(path: str | os.PathLike) -> Any:
     """``path`` as a :class:`~rgmp_model.io.hyperstack.Hyperstack` when it has two stack axes (time
     and z), else None (a label image or stack: :func:`~rgmp_model.io.label_io.open_label_stack`)."""
+    from rgmp_model.io.formats import format_of
     from rgmp_model.io.hyperstack import open_hyperstack
-    from rgmp_model.io.stack_io import TIFF_SUFFIXES
-    from rgmp_model.io.zarr_stacks import is_zarr
 
     path = Path(path)
-    if not (is_zarr(path) or (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES)):
+    fmt = format_of(path)
+    if fmt is None or fmt.open_axes is None:  # a format without named axes holds one stack
         return None
     try:
         labels = open_hyperstack(path)

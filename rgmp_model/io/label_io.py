@@ -24,17 +24,24 @@ from rgmp_model.io.label_checks import (  # noqa: F401 - re-exported: the rules 
     check_label_values,
     looks_like_label_image,
 )
+from rgmp_model.io.formats import (
+    DEFAULT_OUTPUT_FORMAT,
+    FRAME_FOLDER_OUTPUT,
+    file_formats,
+    format_named,
+    format_of,
+    format_of_name,
+    suffix_list,
+)
 from rgmp_model.io.stack_io import (
-    TIFF_SUFFIXES,
     FrameFolder,
     PathLike,
     Stack,
     _existing,
-    _open_tiff,
-    _read_tiff_frame,
+    open_tiff_stack,
+    read_tiff_frame,
 )
-from rgmp_model.io.tiff_out import TiffFrameFile
-from rgmp_model.io.zarr_stacks import ZarrFrames, is_zarr
+from rgmp_model.io.zarr_stacks import ZarrFrames
 
 
 @lru_cache(maxsize=1)
@@ -119,14 +126,24 @@ def read_label_image(path: PathLike) -> np.ndarray:
     p = _existing(path)
     if p.is_dir():
         raise ValueError(f"{p} is a folder: pass one label image, or use open_label_stack for a folder")
-    if p.suffix.lower() in TIFF_SUFFIXES:
-        data = _read_tiff_frame(p, planar_as_frames=True)
-        _check_label_dtype(data.dtype, p.name)
-        if data.ndim == 3:
-            if data.dtype == np.uint8 and data.shape[-1] in (3, 4):
-                return _rgb_to_labels(data)
-            raise _not_labels(p.name, data.shape)
-        return data.astype(np.uint8) if data.dtype == bool else data
+    fmt = format_of(p)
+    reader = fmt.load("read_label_frame") if fmt is not None else None
+    return (reader or read_pillow_labels)(p)
+
+
+def read_tiff_labels(p: Path) -> np.ndarray:
+    """One label TIFF -> (H,W) ids as stored (an RGB(A) uint8 TIFF: ids by colour)."""
+    data = read_tiff_frame(p, planar_as_frames=True)
+    _check_label_dtype(data.dtype, p.name)
+    if data.ndim == 3:
+        if data.dtype == np.uint8 and data.shape[-1] in (3, 4):
+            return _rgb_to_labels(data)
+        raise _not_labels(p.name, data.shape)
+    return data.astype(np.uint8) if data.dtype == bool else data
+
+
+def read_pillow_labels(p: Path) -> np.ndarray:
+    """One label image Pillow reads (PNG, BMP; JPEG refused) -> (H,W) ids (see :func:`read_label_image`)."""
     try:
         with Image.open(p) as im:
             fmt, mode = im.format, im.mode
@@ -163,17 +180,26 @@ def open_label_stack(path: PathLike) -> Stack:
     :class:`FrameFolder` reading each file with :func:`read_label_image`.
     """
     p = _existing(path)
-    if is_zarr(p):
-        stack = ZarrFrames(p)
-        _check_label_dtype(stack.dtype, p.name)
-        if stack.ndim != 3:
-            raise _not_labels(p.name, stack.shape)
-        return stack
+    fmt = format_of(p)
+    if fmt is not None and fmt.open_label_stack is not None:
+        return fmt.load("open_label_stack")(p)  # type: ignore[misc,no-any-return]
     if p.is_dir():
         return FrameFolder(p, reader=read_label_image)
-    if p.suffix.lower() not in TIFF_SUFFIXES:
-        return read_label_image(p)[np.newaxis]
-    stack = _open_tiff(p, planar_as_frames=True)
+    return read_label_image(p)[np.newaxis]
+
+
+def open_zarr_labels(p: Path) -> ZarrFrames:
+    """A zarr store of integer (T,H,W) labels, read lazily."""
+    stack = ZarrFrames(p)
+    _check_label_dtype(stack.dtype, p.name)
+    if stack.ndim != 3:
+        raise _not_labels(p.name, stack.shape)
+    return stack
+
+
+def open_tiff_labels(p: Path) -> Stack:
+    """A TIFF of integer labels -> (T,H,W), read lazily (a planar 3- or 4-frame stack as frames)."""
+    stack = open_tiff_stack(p, planar_as_frames=True)
     if stack.ndim == 4:
         if len(stack) == 1:
             return read_label_image(p)[np.newaxis]
@@ -213,14 +239,12 @@ def frame_names(source: object, count: int) -> list[str]:
 class LabelStackWriter:
     """Preallocated (T,H,W) label output, written frame by frame in any order: ``writer[t] = labels``.
 
-    TIFF and zarr outputs may have more leading axes, e.g. (T,Z,H,W) with ``axes="TZYX"`` (stored in
-    the TIFF's metadata): then ``writer[t, z] = labels``.
-
-    ``*.tif``/``*.tiff`` -> an uncompressed TIFF (its space reserved at once, frames written with
-    ordinary writes: a full disk is an OSError, never a signal; :mod:`rgmp_model.io.tiff_out`)
-    written under a temporary name in the same folder and renamed into place by :meth:`close`;
-    ``*.zarr`` -> a zarr array (one chunk per frame, so stacks larger than memory stream to disk), likewise renamed into place. Any
-    other path is a folder that gets
+    The path's format (:mod:`rgmp_model.io.formats`) decides the output. A stack format (one with a
+    ``create_store``: ``*.tif``/``*.tiff``, an uncompressed TIFF, its space reserved at once
+    (:mod:`rgmp_model.io.label_stores`); ``*.zarr``, one chunk per frame, so stacks larger than memory
+    stream to disk) is written under a temporary name in the same folder and renamed into place by
+    :meth:`close`; it may have more leading axes, e.g. (T,Z,H,W) with ``axes="TZYX"`` (stored in the
+    TIFF's metadata): then ``writer[t, z] = labels``. Any other path is a folder that gets
     ``<frame_names[t]>.png`` palette PNGs (default ``00000.png`` ...) as soon as each frame is set.
     Use as a context manager; on an exception the temporary TIFF is removed (:meth:`abort`); a caller
     that wants the frames done after a failure calls :meth:`close` (``rgmp propagate`` does).
@@ -236,10 +260,10 @@ class LabelStackWriter:
     ) -> None:
         self.path = Path(path).expanduser()
         self.shape = tuple(int(s) for s in shape)
-        self.is_tiff = self.path.suffix.lower() in TIFF_SUFFIXES
-        self.is_zarr = self.path.suffix.lower() == ".zarr"
-        if len(self.shape) < 3 or min(self.shape) <= 0 or (len(self.shape) > 3 and not (self.is_tiff or self.is_zarr)):
-            raise ValueError(f"shape must be (T,H,W) with positive sizes (or (A,B,...,H,W) for a .tif or .zarr "
+        fmt = format_of_name(self.path)
+        self.format = fmt if fmt is not None and fmt.create_store is not None else None
+        if len(self.shape) < 3 or min(self.shape) <= 0 or (len(self.shape) > 3 and self.format is None):
+            raise ValueError(f"shape must be (T,H,W) with positive sizes (or (A,B,...,H,W) for a {_store_suffixes()} "
                              f"output), got {tuple(shape)}")
         self.axes = axes if axes is not None else "TYX" if len(self.shape) == 3 else "Q" * (len(self.shape) - 2) + "YX"
         if len(self.axes) != len(self.shape):
@@ -253,25 +277,27 @@ class LabelStackWriter:
         if len(names) != self.shape[0] or len(set(names)) != len(names):
             raise ValueError(f"frame_names must be {self.shape[0]} distinct names, got {len(names)}")
         self.frame_names = names
-        if self.is_zarr:
-            import zarr
-
+        if self.format is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.zarr")
-            self._data = zarr.create_array(str(self._tmp), shape=self.shape, chunks=(1,) * (len(self.shape) - 2)
-                                           + self.shape[-2:], dtype=self.dtype, fill_value=0)
-        elif self.is_tiff:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial.tif")
+            self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial{self.format.suffixes[0]}")
             try:
-                self._data = TiffFrameFile(self._tmp, self.shape, self.dtype, self.axes)
+                self._data = self.format.load("create_store")(self._tmp, self.shape, self.dtype, self.axes)
             except BaseException:
-                self._tmp.unlink(missing_ok=True)
+                self._remove_tmp()
                 raise
         else:
+            frames = format_named(FRAME_FOLDER_OUTPUT)
+            self._frame_suffix, self._write_frame = frames.suffixes[0], frames.load("write_label_frame")
             if self.path.is_file():
-                raise ValueError(f"{self.path} is a file: give a folder for PNG output or a .tif path")
+                raise ValueError(f"{self.path} is a file: give a folder for {frames.name.upper()} output or a "
+                                 f"{format_named(DEFAULT_OUTPUT_FORMAT).suffixes[0]} path")
             self.path.mkdir(parents=True, exist_ok=True)
+
+    def _remove_tmp(self) -> None:
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
     @property
     def written(self) -> list[Any]:
@@ -303,17 +329,15 @@ class LabelStackWriter:
             lo, hi = int(data.min()), int(data.max())
             if lo < info.min or hi > info.max:
                 raise ValueError(f"frame {t} has ids {lo}..{hi} that do not fit {self.dtype}: use a wider dtype")
-        if self.is_tiff:
+        if self._data is not None:
             try:
-                self._data.write(int(np.ravel_multi_index(frame, self.shape[:-2])), data)
+                self._data.write(frame, data)
             except OSError as error:  # named after the output, not its temporary file
                 raise OSError(error.errno, error.strerror or str(error), str(self.path)) from error
-        elif self._data is not None:
-            self._data[index] = data
         else:
-            target = self.path / f"{self.frame_names[index]}.png"
+            target = self.path / f"{self.frame_names[index]}{self._frame_suffix}"
             try:
-                write_palette_png(target, data)
+                self._write_frame(target, data)
             except (OSError, KeyboardInterrupt):
                 target.unlink(missing_ok=True)  # never leave a half-written frame (a full disk)
                 raise
@@ -326,11 +350,10 @@ class LabelStackWriter:
             return
         self._closed = True
         if self._data is not None:
-            if self.is_tiff:
-                self._data.close()
+            self._data.close()
             self._data = None
-            if self.is_zarr and self.path.exists():
-                shutil.rmtree(self.path)  # a zarr store is a folder: os.replace cannot replace it
+            if self._tmp.is_dir() and self.path.exists():
+                shutil.rmtree(self.path)  # a store that is a folder (zarr): os.replace cannot replace it
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -338,13 +361,9 @@ class LabelStackWriter:
         written stay). To keep the frames done after a failure, call :meth:`close` instead."""
         self._closed = True
         if self._data is not None:
-            if self.is_tiff:
-                self._data.close()
+            self._data.close()
             self._data = None
-            if self.is_zarr:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-            else:
-                self._tmp.unlink(missing_ok=True)
+            self._remove_tmp()
 
     def __enter__(self) -> LabelStackWriter:
         return self
@@ -354,3 +373,8 @@ class LabelStackWriter:
             self.close()
         else:
             self.abort()
+
+
+def _store_suffixes() -> str:
+    """".tif or .zarr": the outputs that hold any number of leading axes."""
+    return suffix_list(f for f in file_formats() if f.create_store is not None)

@@ -19,6 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from rgmp_model.io.formats import format_of, frame_suffixes
 from rgmp_model.io.lazy_frames import LazyFrames, PathLike  # noqa: F401 - importable from here too
 from rgmp_model.io.lazy_frames import apply_layout as _apply_layout
 from rgmp_model.io.lazy_frames import existing_path as _existing
@@ -29,12 +30,10 @@ if TYPE_CHECKING:
     from rgmp_model.io.zarr_stacks import ZarrFrames
 
 __all__ = [
-    "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "FrameFolder", "TiffFrames", "natural_sort_key", "read_image",
-    "open_image_stack",
+    "FrameFolder", "TiffFrames", "natural_sort_key", "open_image_stack", "open_tiff_stack", "read_image",
+    "read_pillow_image", "read_tiff_frame",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-TIFF_SUFFIXES = (".tif", ".tiff")
 Stack = Union["FrameFolder", "TiffFrames", "ZarrFrames", np.ndarray]
 
 
@@ -47,7 +46,8 @@ def natural_sort_key(name: str) -> tuple[Any, ...]:
 class FrameFolder(LazyFrames):
     """Lazy (T,H,W) or (T,H,W,C) stack over a folder of single-frame image files.
 
-    Files with a suffix in ``suffixes`` (hidden files skipped) are sorted in natural order;
+    Files with a suffix in ``suffixes`` (default: the frame formats' of :mod:`rgmp_model.io.formats`;
+    hidden files skipped) are sorted in natural order;
     shape and dtype come from the first file, and indexing reads only the files it needs.
     ``reader(path) -> (H,W) or (H,W,C) array`` defaults to :func:`read_image`
     (pass :func:`read_label_image` for label files).
@@ -57,12 +57,12 @@ class FrameFolder(LazyFrames):
         self,
         folder: PathLike,
         reader: Callable[[Path], np.ndarray] | None = None,
-        suffixes: Sequence[str] = IMAGE_SUFFIXES,
+        suffixes: Sequence[str] | None = None,
     ) -> None:
         self.folder = _existing(folder)
         if not self.folder.is_dir():
             raise ValueError(f"{self.folder} is a file, not a folder of frames")
-        wanted = tuple(s.lower() for s in suffixes)
+        wanted = tuple(s.lower() for s in (frame_suffixes() if suffixes is None else suffixes))
         files = [
             p for p in self.folder.iterdir()
             if p.suffix.lower() in wanted and not p.name.startswith(".") and p.is_file()
@@ -194,7 +194,7 @@ def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
     check_page_chain(tif, path)  # a break right after a complete page, where no metadata says how many
 
 
-def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffFrames:
+def open_tiff_stack(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffFrames:
     """TIFF series 0 -> (T,H,W[,C]) memmap, TiffFrames or in-memory array (see open_image_stack).
 
     ``planar_as_frames``: read a planar "RGB" image (axes SYX, which is how tifffile stores a
@@ -224,8 +224,8 @@ def _open_tiff(path: Path, planar_as_frames: bool = False) -> np.ndarray | TiffF
     return _apply_layout(tifffile.imread(path), layout)
 
 
-def _read_tiff_frame(path: Path, planar_as_frames: bool = False) -> np.ndarray:
-    stack = _open_tiff(path, planar_as_frames)
+def read_tiff_frame(path: Path, planar_as_frames: bool = False) -> np.ndarray:
+    stack = open_tiff_stack(path, planar_as_frames)
     try:
         if len(stack) != 1:
             raise ValueError(
@@ -241,8 +241,13 @@ def _read_tiff_frame(path: Path, planar_as_frames: bool = False) -> np.ndarray:
 def read_image(path: PathLike) -> np.ndarray:
     """One image file -> (H,W) or (H,W,C) array (palette images become RGB, 16-bit PNGs uint16)."""
     p = _existing(path)
-    if p.suffix.lower() in TIFF_SUFFIXES:
-        return _read_tiff_frame(p)
+    fmt = format_of(p)
+    reader = fmt.load("read_frame") if fmt is not None else None
+    return (reader or read_pillow_image)(p)
+
+
+def read_pillow_image(p: Path) -> np.ndarray:
+    """One image file Pillow reads -> (H,W) or (H,W,C) array (see :func:`read_image`)."""
     try:
         with Image.open(p) as im:
             fmt, mode = im.format, im.mode
@@ -269,19 +274,17 @@ def open_image_stack(path: PathLike) -> Stack:
     """Folder of frames, zarr store, TIFF or single image -> (T,H,W) or (T,H,W,C) array-like,
     read lazily.
 
-    Folder -> :class:`FrameFolder`; zarr array or OME-Zarr group -> :class:`ZarrFrames`;
+    The path's format (:mod:`rgmp_model.io.formats`) says how. Zarr array or OME-Zarr group ->
+    :class:`~rgmp_model.io.zarr_stacks.ZarrFrames`; other folder -> :class:`FrameFolder`;
     uncompressed contiguous TIFF -> read-only ``numpy.memmap``; other TIFF with one page per
     frame -> :class:`TiffFrames`; otherwise the TIFF in memory; any other image file -> array
     with T = 1.
     """
-    from rgmp_model.io.zarr_stacks import ZarrFrames, is_zarr  # it builds on this module
-
     p = _existing(path)
-    if is_zarr(p):
-        return ZarrFrames(p)
+    fmt = format_of(p)
+    if fmt is not None and fmt.open_stack is not None:
+        return fmt.load("open_stack")(p)  # type: ignore[misc,no-any-return]
     if p.is_dir():
         return FrameFolder(p)
-    if p.suffix.lower() in TIFF_SUFFIXES:
-        return _open_tiff(p)
     return read_image(p)[np.newaxis]
 

@@ -13,16 +13,17 @@ from rgmp_model.io.lazy_frames import existing_path as _existing
 from rgmp_model.io.lazy_frames import frames_layout as _frames_layout
 from rgmp_model.io.lazy_frames import guess_axes as _guess_axes
 
-__all__ = ["ZARR_MARKERS", "ZarrFrames", "is_zarr", "open_zarr_array"]
+__all__ = ["ZARR_MARKERS", "ZarrFrames", "has_zarr_metadata", "open_zarr_array"]
 
 
 ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 
 
-def is_zarr(path: PathLike) -> bool:
-    """A zarr store: a ``*.zarr`` folder or a folder holding zarr metadata (v2 or v3)."""
+def has_zarr_metadata(path: PathLike) -> bool:
+    """A folder holding zarr metadata (v2 or v3): a zarr store whatever its name (the format
+    registry's probe; a ``*.zarr`` folder is one by its suffix)."""
     p = Path(path)
-    return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).is_file() for m in ZARR_MARKERS))
+    return p.is_dir() and any((p / m).is_file() for m in ZARR_MARKERS)
 
 
 def open_zarr_array(path: PathLike) -> tuple[Any, str]:

@@ -13,7 +13,7 @@ size, the objects); region mode rounds its crop counts up to a few buckets
 Only on CUDA (:func:`rgmp_model.nn.inference.inference_network` attaches a cache there): on the
 CPU a replay saves nothing (the kernels are the cost), and ``torch.compile`` would cost tens of
 seconds per shape. The replayed results equal the eager ones (the same kernels on the same
-inputs; tests/test_inference_network.py, marked gpu).
+inputs; tests/nn/test_inference_network.py, marked gpu).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ on CUDA its weights cast once to the autocast dtype (bf16 / fp16), so that no co
 its weights per call. Folding turns ``conv -> scale, shift`` into one convolution with scaled
 weights and a bias: the 48 BatchNorms of the default model lose a multiply and an add over their
 whole output. The folded network is a
-copy, equal to the network within float rounding (tests/test_inference_network.py: 1e-4), kept
+copy, equal to the network within float rounding (tests/nn/test_inference_network.py: 1e-4), kept
 per network until its weights change (optimiser steps, ``load_state_dict``); a network with
 nothing to fold and no cast (a stand-in of the tests) is used as it is. Training never sees a
 folded network: its BatchNorm modules are gone (their state-dict keys with them).
