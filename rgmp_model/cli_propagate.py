@@ -83,6 +83,10 @@ def add_propagate_options(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("--region", choices=REGION_MODES, default=DEFAULT_REGION,
                    help="region mode for many small objects (one full-resolution crop per object): auto "
                    "decides from the keyframe's objects and frame size")
+    p.add_argument("--region-crop-size", type=int, default=None, metavar="PX",
+                   help="region mode: network side of every object's crop, a multiple of 32 (default: each "
+                   "object seen at twice its size, 64-256 px; 64 is several times faster with many cells, "
+                   "but large dim objects shrink)")
     p.add_argument("--split-divisions", action="store_true",
                    help="in region mode, a part that separates from an object becomes a new object with "
                    "its parent recorded (res_track.txt parents with --format ctc)")
@@ -130,7 +134,7 @@ def _options(args: argparse.Namespace) -> Any:
         direction=args.direction, mode="official" if args.official else "default",
         scales=MULTISCALE if args.multiscale else None, max_size=args.max_size, device=args.device,
         precision=args.precision, flow=args.flow, region=args.region, split_divisions=args.split_divisions,
-        adapt=args.adapt,
+        adapt=args.adapt, region_crop_size=args.region_crop_size,
     )
 
 

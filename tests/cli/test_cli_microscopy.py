@@ -261,3 +261,27 @@ def test_uncompressed_tiff_frames_are_read_without_a_lasting_memory_map(tmp_path
     read = [np.asarray(frames[t]) for t in range(6)]
     assert all(np.array_equal(r, data[t, 1]) for t, r in enumerate(read))
     assert str(path) not in Path("/proc/self/maps").read_text()
+
+
+def test_region_crop_size_reaches_the_session_and_a_bad_one_is_refused_with_what_to_give(
+        tmp_path, checkpoint, cells, monkeypatch, capsys) -> None:
+    seen = []
+    real = session_module.open_session
+
+    def recording(model, frames, options):
+        session = real(model, frames, options)
+        seen.append(session)
+        return session
+
+    monkeypatch.setattr(session_module, "open_session", recording)
+    images, labels = tmp_path / "cells.tif", tmp_path / "labels.tif"
+    tifffile.imwrite(images, cells.frames)
+    tifffile.imwrite(labels, cells.labels[0])
+    assert propagate(images, "--labels", labels, "--checkpoint", checkpoint, "--out", tmp_path / "a.tif",
+                     "--region", "on", "--region-crop-size", 64) == 0
+    assert [s.options.region_crop_size for s in seen] == [64]
+    capsys.readouterr()
+    assert propagate(images, "--labels", labels, "--checkpoint", checkpoint, "--out", tmp_path / "b.tif",
+                     "--region", "on", "--region-crop-size", 100) == 2
+    assert "region_crop_size must be a multiple of 32" in capsys.readouterr().err
+    assert not (tmp_path / "b.tif").exists()
