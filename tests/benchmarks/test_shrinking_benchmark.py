@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks import shrinking
-from local_rule_model import LocalRuleModel
+from tests.helpers.local_rule_model import LocalRuleModel
 from rgmp_model.inference.region import RegionOptions
 
 
