@@ -37,6 +37,20 @@ def propagate(*args) -> int:
     return main(["propagate", *map(str, args), "--device", "cpu"])
 
 
+def recorded_sessions(monkeypatch) -> list:
+    """The sessions the CLI opens from now on, in order (open_session wrapped for the test)."""
+    seen = []
+    real = session_module.open_session
+
+    def recording(model, frames, options):
+        session = real(model, frames, options)
+        seen.append(session)
+        return session
+
+    monkeypatch.setattr(session_module, "open_session", recording)
+    return seen
+
+
 def volume(cells) -> tuple[np.ndarray, np.ndarray]:
     """A (T=4, Z=3, H, W) stack and its labels: slice z of time t is frame t + z, shifted by z px."""
     frames = np.stack([[np.roll(cells.frames[t + z], z, axis=1) for z in range(3)] for t in range(4)])
@@ -184,15 +198,7 @@ def test_ctc_output_rereads_as_the_same_labels_with_a_valid_res_track(tmp_path, 
 
 
 def test_region_options_reach_the_session_and_divisions_become_ctc_parents(tmp_path, checkpoint, cells, monkeypatch) -> None:
-    seen = []
-    real = session_module.open_session
-
-    def recording(model, frames, options):
-        session = real(model, frames, options)
-        seen.append(session)
-        return session
-
-    monkeypatch.setattr(session_module, "open_session", recording)
+    seen = recorded_sessions(monkeypatch)
     images, labels, out = tmp_path / "cells.tif", tmp_path / "labels.tif", tmp_path / "res"
     tifffile.imwrite(images, cells.frames)
     tifffile.imwrite(labels, cells.labels[0])
@@ -265,15 +271,7 @@ def test_uncompressed_tiff_frames_are_read_without_a_lasting_memory_map(tmp_path
 
 def test_region_crop_size_reaches_the_session_and_a_bad_one_is_refused_with_what_to_give(
         tmp_path, checkpoint, cells, monkeypatch, capsys) -> None:
-    seen = []
-    real = session_module.open_session
-
-    def recording(model, frames, options):
-        session = real(model, frames, options)
-        seen.append(session)
-        return session
-
-    monkeypatch.setattr(session_module, "open_session", recording)
+    seen = recorded_sessions(monkeypatch)
     images, labels = tmp_path / "cells.tif", tmp_path / "labels.tif"
     tifffile.imwrite(images, cells.frames)
     tifffile.imwrite(labels, cells.labels[0])
