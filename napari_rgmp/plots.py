@@ -21,6 +21,7 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from qtpy.QtGui import QColor, QFontMetrics, QMouseEvent, QPainter, QPaintEvent, QPalette, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+MIN_PLOT_HEIGHT = 120  # px: the axes, a title and a curve one can still read
 LINE_COLOR = QColor(66, 165, 245)  # readable on napari's dark and light themes
 MARKER_COLOR = QColor(255, 152, 0)
 NOTE_COLOR = QColor(239, 83, 80)
@@ -99,9 +100,9 @@ class LinePlot(QWidget):
         self._x_range = x_range
         self._marker: float | None = None
         self._notes: list[tuple[float, str]] = []
-        self.setMinimumHeight(120)
+        self.setMinimumHeight(MIN_PLOT_HEIGHT)
         self.setMinimumWidth(160)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     # ------------------------------------------------------------------------------ data
     def set_data(self, xs: Iterable[float], ys: Iterable[float]) -> None:
@@ -166,7 +167,10 @@ class LinePlot(QWidget):
         return list(self._notes)
 
     def sizeHint(self) -> QSize:
-        return QSize(300, 160)
+        """As high as the least it needs: it grows into the room a layout leaves (Expanding). A
+        taller hint made a dock's body taller than the dock at 1280x800 once labels wrapped (a
+        wrapping label makes the layout add up preferred heights, not least ones)."""
+        return QSize(300, self.minimumHeight())
 
     # ------------------------------------------------------------------------------ geometry
     def x_range(self) -> tuple[float, float] | None:

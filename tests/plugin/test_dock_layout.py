@@ -11,7 +11,7 @@ import pytest
 from qtpy.QtCore import QPoint, QRect
 from qtpy.QtWidgets import QApplication
 
-from tests.helpers.docks import controls, docked_propagate
+from tests.helpers.docks import controls, docked_propagate, run_and_wait
 
 WINDOW = (1280, 800)
 OPTION_ROW = 40  # px: the height one more form row needs (a combo box and the form's spacing)
@@ -139,3 +139,36 @@ def test_the_status_line_and_the_bar_agree(make_napari_viewer, qtbot, checkpoint
     for said, shown in seen:  # "running: frame 3 written (4 / 6 frames)" beside "4 / 6 frames, ..."
         assert "starting" not in said and shown.split(",")[0] in said, (said, shown)
     assert widget.status_label.text().startswith("done: 6 / 6 frames")
+
+
+def test_the_propagate_dock_fits_after_a_correction(viewer_1280x800, qtbot, checkpoint) -> None:
+    """The state of docs/images/propagate-corrected.png, at its worst: the Fine-tune dock a tab
+    beside it (its tab bar takes height), a run, a frame corrected and taken as a keyframe, the
+    second run done (two-line status), and objects lost on five frames (the longest lost note)."""
+    from napari_rgmp.samples import sample_video_sequence
+
+    viewer = viewer_1280x800
+    viewer.open_sample("napari-rgmp", "synthetic_video")
+    propagate_dock, propagate = dock(viewer, "Propagate labels")
+    dock(viewer, "Fine-tune")
+    settle(qtbot)
+    propagate_dock.raise_()
+    propagate.set_checkpoint(checkpoint)
+    propagate.device_combo.setCurrentText("cpu")
+    run_and_wait(qtbot, propagate)
+    frame = propagate.least_confident_frame()
+    propagate.go_to_frame(frame)
+    propagate.output_layer.data[frame] = sample_video_sequence().labels[frame]  # the user's correction
+    run_and_wait(qtbot, propagate, propagate.use_current_frame_as_keyframe)
+    panel = propagate.confidence_panel
+    for t in range(2, 12, 2):  # objects lost on frames 3, 5, 7, 9, 11 (tracked on the frame before)
+        panel.add(t, {1: 0.9, 2: 0.8})
+        panel.add(t + 1, {1: 0.0, 2: 0.8})
+    panel.redraw()
+    settle(qtbot)
+    assert "corrected" in propagate.keyframes_label.text() and "more frames" in panel.lost_label.text()
+    assert panel.lost_label.isVisible() and propagate.status_label.text().startswith("done")
+    assert propagate.scroll.verticalScrollBar().maximum() == 0, (propagate.body.height(),
+                                                                 propagate.scroll.viewport().height())
+    assert not unreachable(propagate), unreachable(propagate)
+    assert propagate.plot.height() >= propagate.plot.minimumHeight()
