@@ -13,6 +13,7 @@ from napari_rgmp import propagate_widget as widget_module
 from napari_rgmp.propagate_widget import PropagateWidget
 from rgmp_model.constants import ADAPT_ITERATIONS
 from rgmp_model.data.synthetic import synthetic_video
+from tests.helpers.docks import labels_on, propagate_dock_with
 
 STEPS = 3  # the dock's iterations in these tests (ADAPT_ITERATIONS in use)
 
@@ -26,14 +27,7 @@ def sequence():
 def dock(make_napari_viewer, checkpoint, sequence, monkeypatch):
     monkeypatch.setattr(widget_module, "ADAPT_ITERATIONS", STEPS)
     viewer = make_napari_viewer()
-    viewer.add_image(sequence.frames, name="clip", rgb=True)
-    labels = np.zeros(sequence.labels.shape, np.uint16)
-    labels[0] = sequence.labels[0]
-    viewer.add_labels(labels, name="objects")
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
+    widget = propagate_dock_with(viewer, sequence.frames, labels_on(sequence.labels), checkpoint)
     steps: list[tuple[int, int]] = []
     shown = widget.progress_panel.adapting
     monkeypatch.setattr(widget.progress_panel, "adapting", lambda i, n: steps.append((i, n)) or shown(i, n))

@@ -23,6 +23,7 @@ from napari.utils.notifications import notification_manager
 from napari_rgmp.propagate_widget import PropagateWidget
 from rgmp_model import PropagationSession, build_rgmp, load_checkpoint, save_checkpoint
 from rgmp_model.data.synthetic import synthetic_video
+from tests.helpers.docks import labels_on, propagate_dock_with
 
 H, W, T = 64, 80, 24
 AFTER = 2  # frames written before the user acts
@@ -36,15 +37,7 @@ def clip():
 def clip_in_dock(make_napari_viewer, checkpoint, clip):
     """A viewer with the clip, its frame-0 labels and the Propagate dock docked (CPU)."""
     viewer = make_napari_viewer()
-    viewer.add_image(clip.frames, name="clip", rgb=True)
-    labels = np.zeros(clip.labels.shape, np.uint16)
-    labels[0] = clip.labels[0]
-    viewer.add_labels(labels, name="objects")
-    widget = PropagateWidget(viewer)
-    widget.test_dock = viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
-    return viewer, widget
+    return viewer, propagate_dock_with(viewer, clip.frames, labels_on(clip.labels), checkpoint)
 
 
 @pytest.fixture
@@ -266,9 +259,7 @@ def test_an_unexpected_error_in_the_finetune_job_is_one_notification_and_a_log_e
     monkeypatch.setattr(finetune, "finetune_on_stack", bug)
     viewer = make_napari_viewer()
     viewer.add_image(clip.frames[:4], name="clip", rgb=True)
-    labels = np.zeros(clip.labels[:4].shape, np.uint16)
-    labels[0] = clip.labels[0]
-    viewer.add_labels(labels, name="objects")
+    viewer.add_labels(labels_on(clip.labels[:4]), name="objects")
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.set_base_checkpoint(checkpoint)

@@ -15,7 +15,7 @@ from rgmp_model import PropagationOptions
 from rgmp_model.data.synthetic_microscopy import synthetic_microscopy
 from rgmp_model.io.ctc_export import read_ctc
 from tests.helpers.ctc_checks import assert_valid_ctc
-from tests.helpers.docks import engine_output, errors_since, run_and_wait
+from tests.helpers.docks import engine_output, errors_since, propagate_dock_with, run_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +28,8 @@ def cells():
 
 
 def open_cells(make_napari_viewer, checkpoint, cells):
-    frames, labels = cells
     viewer = make_napari_viewer()
-    viewer.add_image(frames, name="cells")
-    viewer.add_labels(labels, name="objects")
-    from napari_rgmp.propagate_widget import PropagateWidget
-
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
-    return viewer, widget
+    return viewer, propagate_dock_with(viewer, *cells, checkpoint, image="cells")
 
 
 def test_the_region_choice_reaches_the_session_options(make_napari_viewer, qtbot, checkpoint, cells) -> None:

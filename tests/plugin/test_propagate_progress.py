@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from napari_rgmp.confidence_panel import ConfidencePanel, lost_objects, lost_text, tracked_confidence
 from napari_rgmp.progress_panel import format_duration, progress_text
-from napari_rgmp.propagate_widget import PropagateWidget
 from rgmp_model.data.synthetic import synthetic_video
+from tests.helpers.docks import labels_on, propagate_dock_with
 
 H, W, T = 48, 64, 8
 
@@ -22,29 +21,18 @@ def sequence():
     return synthetic_video(num_frames=T, height=H, width=W, num_objects=2, seed=3)
 
 
-def labels_on(sequence, frame: int) -> np.ndarray:
-    labels = np.zeros(sequence.labels.shape, np.uint16)
-    labels[frame] = sequence.labels[frame]
-    return labels
-
-
 def open_widget(make_napari_viewer, checkpoint, sequence, keyframe: int):
     viewer = make_napari_viewer()
-    viewer.add_image(sequence.frames, name="clip", rgb=True)
-    viewer.add_labels(labels_on(sequence, keyframe), name="objects")
-    viewer.dims.set_current_step(0, 1 if keyframe != 1 else 2)  # somewhere else
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
-    return viewer, widget
+    elsewhere = 1 if keyframe != 1 else 2
+    labels = labels_on(sequence.labels, (keyframe,))
+    return viewer, propagate_dock_with(viewer, sequence.frames, labels, checkpoint, shown_frame=elsewhere)
 
 
 def test_choosing_a_stack_shows_its_keyframe(make_napari_viewer, checkpoint, sequence) -> None:
     viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, keyframe=5)
     assert widget.keyframes == [5] and viewer.dims.current_step[0] == 5
     viewer.add_image(sequence.frames[:, ::-1], name="flipped", rgb=True)
-    viewer.add_labels(labels_on(sequence, 3)[:, ::-1], name="flipped objects")
+    viewer.add_labels(labels_on(sequence.labels, (3,))[:, ::-1], name="flipped objects")
     widget.image_combo.set_layer("flipped")
     widget.labels_combo.set_layer("flipped objects")
     assert widget.keyframes == [3] and viewer.dims.current_step[0] == 3

@@ -12,7 +12,7 @@ from napari_rgmp.checkpoints import registry
 from napari_rgmp.propagate_widget import PropagateWidget
 from rgmp_model import PropagationOptions, build_rgmp, load_checkpoint, open_session, save_checkpoint
 from rgmp_model.data.synthetic import synthetic_video
-from tests.helpers.docks import engine_output, errors_since, run_and_wait
+from tests.helpers.docks import engine_output, errors_since, labels_on, propagate_dock_with, run_and_wait
 
 H, W = 64, 80
 
@@ -23,21 +23,13 @@ def sequence():
 
 
 def first_frame_labels(sequence, frames=(0,)) -> np.ndarray:
-    labels = np.zeros(sequence.labels.shape, np.uint16)
-    for t in frames:
-        labels[t] = sequence.labels[t]
-    return labels
+    return labels_on(sequence.labels, frames)
 
 
 def open_widget(make_napari_viewer, checkpoint, sequence, labels=None):
     viewer = make_napari_viewer()
-    viewer.add_image(sequence.frames, name="clip", rgb=True)
-    viewer.add_labels(first_frame_labels(sequence) if labels is None else labels, name="objects")
-    widget = PropagateWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(checkpoint)
-    widget.device_combo.setCurrentText("cpu")
-    return viewer, widget
+    labels = first_frame_labels(sequence) if labels is None else labels
+    return viewer, propagate_dock_with(viewer, sequence.frames, labels, checkpoint)
 
 
 def test_output_layer_equals_the_engine_and_inputs_are_untouched(make_napari_viewer, qtbot, checkpoint, sequence) -> None:
