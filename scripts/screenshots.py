@@ -21,7 +21,9 @@ picture is an error), and the dock shown without scrolling (its scroll bar at 0 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -105,6 +107,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     work = Path(tempfile.mkdtemp(prefix="rgmp-screenshots-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the fine-tuned model and its run, also on failure
     os.environ["RGMP_MODELS_DIR"] = str(work / "models")  # the pictures list no user models; nothing left behind
     base = bundled_checkpoint()
     untrained = base is None
