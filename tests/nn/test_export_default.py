@@ -33,14 +33,18 @@ def test_export_writes_a_verified_fp16_checkpoint_with_scores(tmp_path, capsys, 
     torch.manual_seed(0)
     trained = save_checkpoint(tmp_path / "model.pt", build_rgmp("efficientnet_lite0", 8),
                               {"recipe": "video", "iterations": 3,
-                               "stages": [{"recipe": "pretrain", "iterations": 5}, {"recipe": "video", "iterations": 3}]})
+                               "stages": [{"recipe": "pretrain", "iterations": 5}, {"recipe": "video", "iterations": 3}],
+                               "averaged_from": [{"checkpoint": "a.pt", "weight": 0.5},
+                                                 {"checkpoint": "b.pt", "weight": 0.5}]})
     out = tmp_path / "weights" / "default.pt"
     assert export_default.main([str(trained), "--davis", str(davis), "--out", str(out)]) == 0
     entry = verify_model(out, "bundled")
     assert entry.ok, entry.problem
     assert out.with_name("default.pt.sha256").is_file()
     meta = entry.info.metadata
-    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 384
+    assert meta["iterations"] == 8 and len(meta["stages"]) == 2 and meta["working_size"] == export_default.WORKING_SIZE == 448
+    assert [entry["checkpoint"] for entry in meta["averaged_from"]] == ["a.pt", "b.pt"]
+    assert "average_checkpoints.py" in meta["recipe"]
     assert set(meta["validation"]) == {"DAVIS-2016 validation (2 clips) J&F", "fluorescence set J&F",
                                        "low-contrast set J&F", "synthetic microscopy sample J&F",
                                        "synthetic video sample J&F",
