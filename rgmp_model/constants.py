@@ -10,4 +10,4 @@ buys are measured in docs/benchmarks.md (``benchmarks/accuracy.py --adapt N``).
 """
 
 NETWORK_STRIDE = 32
-ADAPT_ITERATIONS = 50
+ADAPT_ITERATIONS = 25  # 37 s a DAVIS clip on the 2-core CPU (50: 75 s), within issue 21's 60 s (README)
