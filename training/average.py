@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from rgmp_model import load_checkpoint, save_checkpoint
+from rgmp_model.io.outputs import check_not_input
 from rgmp_model.nn.network import RGMP
 
 __all__ = ["average_checkpoints", "write_average"]
@@ -52,9 +53,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], weights: Sequence[fl
 
 
 def write_average(paths: Sequence[str | os.PathLike], weights: Sequence[float], out: str | os.PathLike) -> Path:
-    """:func:`average_checkpoints` written to ``out`` (float32), never over one of ``paths``."""
-    out = Path(out)
-    if any(out.resolve() == Path(path).resolve() for path in paths):
-        raise ValueError(f"{out} is one of the checkpoints being averaged: give another --out")
+    """:func:`average_checkpoints` written to ``out`` (float32), never over one of ``paths``
+    (``rgmp_model.io.outputs.check_not_input``, the one rule for every output)."""
+    check_not_input(out, paths, "--out")
     network, metadata = average_checkpoints(paths, weights)
     return save_checkpoint(out, network.to(torch.float32), metadata)
