@@ -22,13 +22,9 @@ def sequence():
     return synthetic_video(num_frames=8, height=H, width=W, num_objects=2, seed=2)
 
 
-def first_frame_labels(sequence, frames=(0,)) -> np.ndarray:
-    return labels_on(sequence.labels, frames)
-
-
 def open_widget(make_napari_viewer, checkpoint, sequence, labels=None):
     viewer = make_napari_viewer()
-    labels = first_frame_labels(sequence) if labels is None else labels
+    labels = labels_on(sequence.labels) if labels is None else labels
     return viewer, propagate_dock_with(viewer, sequence.frames, labels, checkpoint)
 
 
@@ -53,7 +49,7 @@ def test_output_layer_equals_the_engine_and_inputs_are_untouched(make_napari_vie
 
 
 def test_keyframe_correction_changes_only_its_stretch(make_napari_viewer, qtbot, checkpoint, sequence) -> None:
-    viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, first_frame_labels(sequence, (0, 7)))
+    viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, labels_on(sequence.labels, (0, 7)))
     run_and_wait(qtbot, widget)
     output = viewer.layers["objects propagated"]
     before = output.data.copy()
@@ -75,7 +71,7 @@ def test_keyframe_correction_changes_only_its_stretch(make_napari_viewer, qtbot,
 
 def test_cancel_keeps_the_frames_done_and_leaves_the_rest_empty(make_napari_viewer, qtbot, checkpoint) -> None:
     long = synthetic_video(num_frames=30, height=H, width=W, num_objects=2, seed=4)
-    viewer, widget = open_widget(make_napari_viewer, checkpoint, long, first_frame_labels(long))
+    viewer, widget = open_widget(make_napari_viewer, checkpoint, long, labels_on(long.labels))
     widget.direction_combo.setCurrentText("forward")
     seen = []
     widget.run()
@@ -159,7 +155,7 @@ def test_each_error_is_a_notification(make_napari_viewer, qtbot, checkpoint, seq
     widget.run()
     assert "must cover the same frames and pixels" in " ".join(errors_since(start))
     viewer.layers.remove("wrong")
-    viewer.add_labels(first_frame_labels(sequence), name="objects")
+    viewer.add_labels(labels_on(sequence.labels), name="objects")
     missing = tmp_path / "gone.pt"
     save_checkpoint(missing, build_rgmp("resnet18", 8))
     widget.set_checkpoint(missing)
@@ -197,7 +193,7 @@ def test_a_new_checkpoint_is_listed(make_napari_viewer, checkpoint, sequence, tm
 
 def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, checkpoint) -> None:
     long = synthetic_video(num_frames=60, height=H, width=W, num_objects=1, seed=6)
-    viewer, widget = open_widget(make_napari_viewer, checkpoint, long, first_frame_labels(long))
+    viewer, widget = open_widget(make_napari_viewer, checkpoint, long, labels_on(long.labels))
     widget.run()
     worker = widget.worker
     qtbot.waitUntil(lambda: len(widget.confidence) >= 2, timeout=60_000)
@@ -209,7 +205,7 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot, checkpoi
 def test_a_checkpoint_fine_tuned_in_the_viewer_is_listed_and_usable(make_napari_viewer, qtbot, checkpoint, sequence, tmp_path) -> None:
     from napari_rgmp.finetune_widget import FinetuneWidget
 
-    labels = first_frame_labels(sequence, (0, 4))
+    labels = labels_on(sequence.labels, (0, 4))
     viewer, propagate = open_widget(make_napari_viewer, checkpoint, sequence, labels)
     finetune = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(finetune)
@@ -235,7 +231,7 @@ def test_a_checkpoint_fine_tuned_in_the_viewer_is_listed_and_usable(make_napari_
 
 def test_a_correction_reuses_the_kept_session_and_encodes_only_the_corrected_keyframe(
         make_napari_viewer, qtbot, checkpoint, sequence) -> None:
-    viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, first_frame_labels(sequence, (0, 7)))
+    viewer, widget = open_widget(make_napari_viewer, checkpoint, sequence, labels_on(sequence.labels, (0, 7)))
     assert widget.options() == PropagationOptions(direction="both", device="cpu")  # as `rgmp propagate` by default
     run_and_wait(qtbot, widget)
     session = widget.session
